@@ -1,0 +1,109 @@
+"""The cloud tunnel's menus, as data: the one source of truth for names and value sets.
+
+Each option carries the console's label (what the spec and reports show), the API's label
+(CreateVpnConnection), strongSwan's proposal keyword, and how strongSwan names it in `list-sas`.
+Validation, rendering, the control-plane check and the matrix all read these tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Option:
+    """One menu entry. `keyword` is None where strongSwan has no implementation (SM4, SM3)."""
+
+    console: str
+    api: str
+    keyword: str | None
+    sa_name: str | None = None  # as list-sas reports it (encr-alg, integ-alg or dh-group)
+    key_size: int | None = None  # encr-keysize reported by list-sas
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def supported(self) -> bool:
+        return self.keyword is not None
+
+    def names(self) -> set[str]:
+        """Every spelling a user may write for this option, normalised."""
+        spelled = {self.console, self.api, *(self.aliases)}
+        if self.keyword:
+            spelled.add(self.keyword)
+        return {normalise(s) for s in spelled}
+
+
+def normalise(text: str) -> str:
+    return text.strip().lower().replace("_", "-").replace(" ", "")
+
+
+ENCRYPTION = (
+    Option("AES-128", "AES-CBC-128", "aes128", "AES_CBC", 128, ("aes",)),
+    Option("AES-192", "AES-CBC-192", "aes192", "AES_CBC", 192),
+    Option("AES-256", "AES-CBC-256", "aes256", "AES_CBC", 256),
+    Option("3DES", "3DES-CBC", "3des", "3DES_CBC"),
+    Option("DES", "DES-CBC", "des", "DES_CBC"),
+    Option("SM4", "SM4", None),
+)
+
+INTEGRITY = (
+    Option("MD5", "MD5", "md5", "HMAC_MD5_96"),
+    Option("SHA1", "SHA", "sha1", "HMAC_SHA1_96", aliases=("SHA-1",)),
+    Option("SHA256", "SHA-256", "sha256", "HMAC_SHA2_256_128", aliases=("SHA2-256",)),
+    Option("SHA384", "SHA-384", "sha384", "HMAC_SHA2_384_192", aliases=("SHA2-384",)),
+    Option("SHA512", "SHA-512", "sha512", "HMAC_SHA2_512_256", aliases=("SHA2-512",)),
+    Option("SM3", "SM3", None),
+)
+
+# IPsec integrity in the API spells SHA1 as "SHA1"; the IKE menu spells it "SHA". Both accepted.
+DH_GROUPS = (
+    Option("DH1", "GROUP1", "modp768", "MODP_768", aliases=("1", "DH-GROUP1", "group1")),
+    Option("DH2", "GROUP2", "modp1024", "MODP_1024", aliases=("2", "DH-GROUP2")),
+    Option("DH5", "GROUP5", "modp1536", "MODP_1536", aliases=("5", "DH-GROUP5")),
+    Option("DH14", "GROUP14", "modp2048", "MODP_2048", aliases=("14", "DH-GROUP14")),
+    Option("DH24", "GROUP24", "modp2048s256", "MODP_2048_256", aliases=("24", "DH-GROUP24")),
+)
+
+IKE_VERSIONS = {"v1": "IKEV1", "v2": "IKEV2"}
+EXCHANGE_MODES = {"main": "MAIN", "aggressive": "AGGRESSIVE"}
+NEGOTIATION_TYPES = {"active": "active", "passive": "passive", "traffic-triggered": "flowTrigger"}
+COMMUNICATION_MODES = {"spd-policy": "Policy", "destination-route": "StaticRoute"}
+DPD_ACTIONS = {"disconnect": "clear", "retry": "restart"}
+
+# Console limits (seed document and API ranges).
+TUNNEL_NAME_MAX = 60
+DPD_TIMEOUT_RANGE = (30, 60)
+MAX_MAPPINGS_PER_GATEWAY = 200
+IKE_LIFETIME_RANGE = (60, 604800)
+IPSEC_LIFETIME_RANGE = (180, 604800)
+IPSEC_LIFETIME_KB_RANGE = (2560, 4294967295)
+HEALTH_INTERVAL_MS = (1000, 5000)
+HEALTH_THRESHOLD = (3, 8)
+HEALTH_TIMEOUT_MS = (10, 5000)
+
+# API defaults (CreateVpnConnection).
+DEFAULT_IKE_ENCRYPTION = "3DES"
+DEFAULT_IKE_INTEGRITY = "SHA1"
+DEFAULT_DH_GROUP = "DH1"
+DEFAULT_IPSEC_ENCRYPTION = "AES-128"
+DEFAULT_IPSEC_INTEGRITY = "SHA1"
+DEFAULT_IKE_LIFETIME = 86400
+DEFAULT_IPSEC_LIFETIME = 14400
+DEFAULT_IPSEC_LIFETIME_KB = 4096000000
+
+
+def lookup(menu: tuple[Option, ...], value: str) -> Option:
+    """Find a menu entry by any of its spellings; KeyError lists the console labels."""
+    wanted = normalise(str(value))
+    for option in menu:
+        if wanted in option.names():
+            return option
+    raise KeyError(", ".join(o.console for o in menu))
+
+
+def by_console(menu: tuple[Option, ...], console: str) -> Option:
+    return next(o for o in menu if o.console == console)
+
+
+def unsupported_reason(option: Option) -> str:
+    return f"{option.console} is not supported by the strongSwan endpoints"

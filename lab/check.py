@@ -1,0 +1,327 @@
+"""`ipsec-lab check`: is every tunnel up, as configured, carrying traffic, and only encrypted?
+
+Three planes, like strongSwan's own test cases, but from VICI dictionaries and scapy instead of
+grepped text:
+- control: both ends list the IKE_SA established and one CHILD_SA per mapping installed, with
+  the spec's algorithms (PFS checked on a CHILD_SA rekey for IKEv2, whose first CHILD_SA has no DH);
+- data: marked UDP and ICMP from each IDC host to the VPC host and back, per mapping;
+- wire: a capture on the internet segment sees only IKE/ESP on UDP 500/4500, never a marker.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lab import catalogue as cat
+from lab.errors import LabError
+from lab.lifecycle import Lab
+from lab.negotiation import sides, wait_children_up
+from lab.spec import IkeOptions, IpsecOptions
+
+PROBE_PORT = 33434
+PROBE_TIMEOUT = 5.0
+AGENT_START_TIMEOUT = 30.0
+
+
+@dataclass
+class Finding:
+    tunnel: str
+    subject: str  # a gateway, a CHILD_SA, a mapping or the wire
+    plane: str  # control | data | wire
+    check: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class CheckReport:
+    lab: str
+    backend: str
+    dataplane: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.findings) and all(f.ok for f in self.findings)
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        self.findings.append(Finding(*args, **kwargs))
+
+    def to_json(self) -> str:
+        return json.dumps({"lab": self.lab, "backend": self.backend, "dataplane": self.dataplane,
+                           "ok": self.ok, "findings": [asdict(f) for f in self.findings]},
+                          indent=2)
+
+
+def run_check(lab: Lab, *, rekey: bool = True) -> CheckReport:
+    report = CheckReport(lab.state.name, lab.state.backend, lab.state.dataplane)
+    prefix = f"ILAB{secrets.token_hex(4)}"
+    capture = Agent(lab, lab.plan.internet_node,
+                    ["capture", "--iface", lab.plan.node(lab.plan.internet_node).bridge or "br0",
+                     "--prefix", prefix])
+    try:
+        trigger_waiting(lab, report, prefix)
+        for conn in lab.plan.gateways[0].connections:
+            control_plane(lab, report, conn.tunnel, rekey)
+        data_plane(lab, report, prefix)
+    finally:
+        wire = capture.finish()
+    wire_check(report, wire)
+    return report
+
+
+# -- control plane ----------------------------------------------------------------------------
+def expected(lab: Lab, tunnel: str) -> tuple[IkeOptions, IpsecOptions]:
+    t = lab.spec.tunnel(tunnel)
+    return t.ike, t.ipsec
+
+
+def _algorithms(sa: dict[str, Any], encryption: str, integrity: str) -> list[str]:
+    """Differences between what list-sas reports and the menu entries expected."""
+    wrong = []
+    enc = cat.by_console(cat.ENCRYPTION, encryption)
+    if sa.get("encr-alg") != enc.sa_name or (
+        enc.key_size and sa.get("encr-keysize") != str(enc.key_size)
+    ):
+        got = f"{sa.get('encr-alg')}/{sa.get('encr-keysize', '-')}"
+        wrong.append(f"encryption {got}, expected {encryption}")
+    integ = cat.by_console(cat.INTEGRITY, integrity)
+    if sa.get("integ-alg") != integ.sa_name:
+        wrong.append(f"integrity {sa.get('integ-alg')}, expected {integrity}")
+    return wrong
+
+
+def _dh_name(group: str) -> str | None:
+    return None if group == "disable" else cat.by_console(cat.DH_GROUPS, group).sa_name
+
+
+def find_ike(sas: list[dict[str, Any]], tunnel: str) -> dict[str, Any] | None:
+    matches = [sa for sa in sas if sa["name"] == tunnel and sa.get("state") == "ESTABLISHED"]
+    return matches[-1] if matches else None
+
+
+def installed_children(ike: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Newest INSTALLED CHILD_SA per name."""
+    out: dict[str, dict[str, Any]] = {}
+    children = (ike or {}).get("child-sas", {}).values()
+    for child in sorted(children, key=lambda c: int(c.get("uniqueid", 0))):
+        if child.get("state") == "INSTALLED":
+            out[child["name"]] = child
+    return out
+
+
+def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool) -> None:
+    ike_opt, ipsec_opt = expected(lab, tunnel)
+    conn = next(c for c in lab.plan.gateways[0].connections if c.tunnel == tunnel)
+    initiator, _ = sides(lab, tunnel)
+    if rekey and conn.version == 2:
+        rekey_children(lab, initiator, tunnel, [ch.name for ch in conn.children])
+    for gw in lab.plan.gateways:
+        mine = next((c for c in gw.connections if c.tunnel == tunnel), None)
+        if mine is None:
+            continue
+        with lab.vici(gw.node) as v:
+            ike = find_ike(v.sas(), tunnel)
+        subject = f"{gw.node} ({gw.side})"
+        if ike is None:
+            report.add(tunnel, subject, "control", "IKE_SA established", False,
+                       "no ESTABLISHED IKE_SA for this tunnel")
+            continue
+        wrong = _algorithms(ike, ike_opt.encryption, ike_opt.integrity)
+        if ike.get("dh-group") != _dh_name(ike_opt.dh_group):
+            wrong.append(f"DH {ike.get('dh-group')}, expected {ike_opt.dh_group}")
+        if ike.get("version") != str(conn.version):
+            wrong.append(f"IKEv{ike.get('version')}, expected IKEv{conn.version}")
+        report.add(tunnel, subject, "control", "IKE_SA established", not wrong,
+                   "; ".join(wrong) or f"IKEv{ike['version']} {ike_opt.encryption}/"
+                   f"{ike_opt.integrity}/{ike_opt.dh_group}, {ike['local-id']} <-> "
+                   f"{ike['remote-id']}")
+        children = installed_children(ike)
+        for ch in mine.children:
+            child = children.get(ch.name)
+            where = f"{subject} {ch.name}"
+            if child is None:
+                report.add(tunnel, where, "control", "CHILD_SA installed", False, "not installed")
+                continue
+            wrong = _algorithms(child, ipsec_opt.encryption, ipsec_opt.integrity)
+            ts = (child.get("local-ts"), child.get("remote-ts"))
+            if ts != ([str(ch.local_ts)], [str(ch.remote_ts)]):
+                wrong.append(f"TS {ts[0]} === {ts[1]}, expected {ch.local_ts} === {ch.remote_ts}")
+            report.add(tunnel, where, "control", "CHILD_SA installed", not wrong,
+                       "; ".join(wrong) or f"{ch.local_ts} === {ch.remote_ts} "
+                       f"{ipsec_opt.encryption}/{ipsec_opt.integrity}")
+            pfs = _dh_name(ipsec_opt.pfs)
+            if conn.version == 2 and not rekey:
+                continue
+            got = child.get("dh-group")
+            how = "after a CHILD_SA rekey" if conn.version == 2 else "in quick mode"
+            report.add(tunnel, where, "control", "PFS", got == pfs,
+                       f"DH {got or 'none'} {how}, expected {ipsec_opt.pfs}")
+
+
+def rekey_children(lab: Lab, node: str, tunnel: str, children: list[str],
+                   timeout: float = 15.0) -> None:
+    """Rekey each CHILD_SA once and wait for the new SA (PFS shows only there in IKEv2)."""
+    with lab.vici(node) as v, v.events(["child-rekey"]) as next_event:
+        for child in children:
+            v.rekey_child(child)
+        pending = set(children)
+        deadline = time.monotonic() + timeout
+        while pending:
+            event = next_event(deadline)
+            if event is None:
+                raise LabError(f"tunnel {tunnel}: CHILD_SA rekey did not complete in time "
+                               f"({', '.join(sorted(pending))})")
+            for ike in event[1].values():
+                for child in (ike.get("child-sas", {}) if isinstance(ike, dict) else {}).values():
+                    pending.discard(child.get("new", {}).get("name", child.get("name")))
+
+
+# -- traffic-triggered tunnels -------------------------------------------------------------------
+def trigger_waiting(lab: Lab, report: CheckReport, prefix: str) -> None:
+    """Send VPC traffic for traffic-triggered tunnels that are not up yet, then wait for them."""
+    cloud = lab.plan.gateways[0]
+    with lab.vici(cloud.node) as v:
+        sas = v.sas()
+    waiting = []
+    for conn in cloud.connections:
+        if lab.spec.tunnel(conn.tunnel).negotiation_type != "traffic-triggered":
+            continue
+        have = installed_children(find_ike(sas, conn.tunnel))
+        waiting += [(conn.tunnel, ch.name) for ch in conn.children if ch.name not in have]
+    if not waiting:
+        return
+    names = {child for _, child in waiting}
+    probes = [p for p in lab.plan.probes if p.child in names]
+    with lab.vici(cloud.node) as v, v.events(["child-updown"]) as next_event:
+        by_node: dict[str, list[dict[str, str]]] = {}
+        for p in probes:
+            by_node.setdefault(p.vpc_node, []).append(
+                {"src": str(p.vpc_addr), "dst": str(p.idc_addr), "proto": "udp",
+                 "marker": f"{prefix}-trigger-{p.child}"})
+        for node, batch in by_node.items():
+            Agent(lab, node, ["send", "--iface", "eth0", "--prefix", prefix,
+                              "--port", str(PROBE_PORT)], stdin=json.dumps(batch)).finish()
+        try:
+            wait_children_up(next_event, names, time.monotonic() + 20, cloud.node)
+            ok, detail = True, "came up on VPC traffic"
+        except LabError as exc:
+            ok, detail = False, str(exc)
+    for tunnel in dict.fromkeys(t for t, _ in waiting):
+        report.add(tunnel, cloud.node, "control", "traffic-triggered negotiation", ok, detail)
+
+
+# -- data plane -------------------------------------------------------------------------------------
+def data_plane(lab: Lab, report: CheckReport, prefix: str) -> None:
+    """UDP both ways and ICMP echo both ways, per mapping, all markers accounted for."""
+    sends: dict[str, list[dict[str, str]]] = {}
+    expect: dict[str, list[str]] = {}
+    meta: dict[str, tuple[str, str, str]] = {}
+    for n, p in enumerate(lab.plan.probes):
+        for direction, src_node, src, dst_node, dst in (
+            ("idc->vpc", p.idc_node, p.idc_addr, p.vpc_node, p.vpc_addr),
+            ("vpc->idc", p.vpc_node, p.vpc_addr, p.idc_node, p.idc_addr),
+        ):
+            for proto in ("udp", "icmp"):
+                marker = f"{prefix}-{n}-{direction.replace('->', '2')}-{proto}"
+                sends.setdefault(src_node, []).append(
+                    {"src": str(src), "dst": str(dst), "proto": proto, "marker": marker})
+                if proto == "udp":
+                    expect.setdefault(dst_node, []).append(marker)
+                meta[marker] = (p.tunnel, f"{p.child} {src} -> {dst}", f"{proto} {direction}")
+    listeners = {
+        node: Agent(lab, node, ["listen", "--iface", "eth0", "--prefix", prefix,
+                                "--port", str(PROBE_PORT), "--timeout", str(PROBE_TIMEOUT)],
+                    stdin=json.dumps(markers))
+        for node, markers in expect.items()
+    }
+    senders = [
+        Agent(lab, node, ["send", "--iface", "eth0", "--prefix", prefix, "--port",
+                          str(PROBE_PORT), "--timeout", str(PROBE_TIMEOUT)],
+              stdin=json.dumps(batch), wait_ready=False)
+        for node, batch in sends.items()
+    ]
+    arrived: set[str] = set()
+    for agent in senders:
+        arrived.update(agent.finish().get("echoed", []))
+    for agent in listeners.values():
+        arrived.update(agent.finish().get("received", []))
+    for marker, (tunnel, subject, what) in meta.items():
+        ok = marker in arrived
+        report.add(tunnel, subject, "data", what, ok,
+                   "marker delivered" if ok else "marker not delivered")
+
+
+# -- wire ---------------------------------------------------------------------------------------------
+def wire_check(report: CheckReport, wire: dict[str, Any]) -> None:
+    counts = wire.get("counts", {})
+    esp = counts.get("udp/4500/esp", 0)
+    ike = sum(v for k, v in counts.items() if k.endswith("/ike"))
+    other = counts.get("other", 0)
+    report.add("*", "internet segment", "wire", "only IKE and ESP (UDP 500/4500)", other == 0,
+               f"{ike} IKE, {esp} ESP, {other} other"
+               + (f": {wire.get('other', [])[:3]}" if other else ""))
+    report.add("*", "internet segment", "wire", "ESP carried the probes", esp > 0,
+               f"{esp} ESP packets seen")
+    leaked = wire.get("leaked", [])
+    report.add("*", "internet segment", "wire", "no marker in clear", not leaked,
+               "none seen" if not leaked else f"{len(leaked)} packets: {leaked[:3]}")
+
+
+# -- the probe agent, run in a node ------------------------------------------------------------------
+class Agent:
+    """lab/agent.py running in a node: waits for its `ready` line, then for its result."""
+
+    def __init__(self, lab: Lab, node: str, args: list[str], stdin: str | None = None,
+                 wait_ready: bool | None = None):
+        self.node = node
+        self.proc = lab.backend.spawn(lab.state, node, lab.backend.agent() + args)
+        mode = args[0]
+        if stdin is not None:
+            assert self.proc.stdin
+            self.proc.stdin.write(stdin)
+            self._close_stdin()
+        if wait_ready if wait_ready is not None else mode in ("listen", "capture"):
+            line = self._line(AGENT_START_TIMEOUT)
+            if '"ready"' not in line:
+                raise LabError(f"probe agent ({mode}) in {node} did not start: "
+                               f"{self._stderr()}")
+
+    def _close_stdin(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+            self.proc.stdin = None  # communicate() would flush a closed pipe
+
+    def _line(self, timeout: float) -> str:
+        assert self.proc.stdout
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline() if ready else ""
+
+    def _stderr(self) -> str:
+        try:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=5)
+        except (subprocess.TimeoutExpired, ValueError):
+            err = ""
+        return (err or "").strip()[-500:]
+
+    def finish(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Close stdin (stops a capture) and read the result line."""
+        self._close_stdin()
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
+        results = [json.loads(ln) for ln in lines if '"ready"' not in ln]
+        if not results:
+            raise LabError(f"probe agent in {self.node} gave no result: {(err or '').strip()[-500:]}")
+        return results[-1]

@@ -1,0 +1,183 @@
+"""`ipsec-lab`: a thin command line over spec, lifecycle, check and report.
+
+Every user-facing failure is a LabError printed as one clear message (exit 2); a check that
+fails exits 1. Set IPSEC_LAB_DEBUG=1 to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from lab import lifecycle
+from lab import state as labstate
+from lab.errors import LabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Real strongSwan gateways that check a customer gateway against a cloud "
+                       "VPN tunnel's settings.")
+# Reports are read in CI logs too: do not wrap them at 80 columns there.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+Name = Annotated[str, typer.Option("--name", "-n", help="Lab name (several labs can run at once).")]
+SpecPath = Annotated[Path, typer.Argument(help="Tunnel spec (YAML).", show_default=False)]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _progress(message: str) -> None:
+    err.print(f"[dim]·[/] {message}")
+
+
+@app.command()
+def validate(spec: SpecPath) -> None:
+    """Check a tunnel spec against the console's rules."""
+    from lab.rules import unsupported
+    from lab.spec import load_spec
+
+    parsed = load_spec(spec)
+    mappings = sum(len(t.mappings()) for t in parsed.tunnels)
+    out.print(f"[green]valid[/]: {spec}: {len(parsed.tunnels)} tunnel(s), {mappings} SPD "
+              "mapping(s)")
+    for warning in unsupported(parsed):
+        out.print(f"[yellow]warning[/]: {warning} (valid for the cloud; a lab run refuses it)")
+
+
+@app.command()
+def render(
+    spec: SpecPath,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write into.")],
+    name: Name = "default",
+    dataplane: Annotated[str, typer.Option(help="auto, kernel or libipsec.")] = "auto",
+) -> None:
+    """Write each gateway's strongswan.conf and swanctl.conf (and the customer's ipsec.conf)."""
+    from lab.dataplane import Dataplane, detect
+    from lab.plan import build_plan
+    from lab.render import write_configs
+    from lab.spec import load_spec
+
+    parsed = load_spec(spec)
+    if dataplane == "auto":
+        chosen = detect()
+    elif dataplane in ("kernel", "libipsec"):
+        chosen = Dataplane(dataplane, "chosen with --dataplane")
+    else:
+        raise LabError(f"--dataplane: must be auto, kernel or libipsec (got {dataplane!r})")
+    plan = build_plan(parsed, name, chosen)
+    files = write_configs(plan, output, lambda node: str(labstate.lab_dir(name) / node))
+    for path in files:
+        out.print(str(path))
+    out.print(f"[green]{len(files)} files written[/] (mode 0600: they hold pre-shared keys)")
+
+
+@app.command()
+def up(
+    spec: SpecPath,
+    name: Name = "default",
+    backend: Annotated[str, typer.Option(help="netns, docker or auto.")] = "auto",
+) -> None:
+    """Bring a lab up: namespaces or containers, strongSwan daemons, tunnels."""
+    lab = lifecycle.up(spec, name, backend, progress=_progress)
+    out.print(f"[green]lab {name} is up[/] ({lab.state.backend} backend, "
+              f"{lab.state.dataplane} dataplane); next: ipsec-lab check --name {name}")
+
+
+@app.command()
+def check(name: Name = "default", as_json: AsJson = False) -> None:
+    """Verify every tunnel and mapping: control plane, data plane and wire."""
+    from lab.check import run_check
+    from lab.report import print_check
+
+    report = run_check(lifecycle.attach(name))
+    if as_json:
+        out.print_json(report.to_json())
+    else:
+        print_check(out, report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _status(name: str) -> dict[str, Any]:
+    st = labstate.load(name)
+    exec_hint = {"netns": "ip netns exec {h} CMD", "docker": "docker exec -it {h} CMD"}
+    return {
+        "name": st.name, "phase": st.phase, "backend": st.backend,
+        "backend_reason": st.backend_reason, "dataplane": st.dataplane,
+        "dataplane_reason": st.dataplane_reason, "negotiation": st.negotiation,
+        "nodes": {
+            node: {"role": n.role, "handle": n.handle, "addresses": n.addresses,
+                   "exec": exec_hint.get(st.backend, "{h}").format(h=n.handle)}
+            for node, n in st.nodes.items()
+        },
+        "pids": st.pids,
+    }
+
+
+@app.command()
+def status(
+    name: Name = "default",
+    all_labs: Annotated[bool, typer.Option("--all", help="Every lab.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Show a lab's nodes, roles, addresses and how to run a command in each."""
+    from lab.report import dumps, status_table
+
+    names = labstate.names() if all_labs else [name]
+    labs = [_status(n) for n in names]
+    if as_json:
+        out.print_json(dumps(labs if all_labs else labs[0]))
+        return
+    if not labs:
+        out.print("no lab is up")
+        return
+    out.print(status_table(labs))
+    for lab in labs:
+        out.print(f"lab [bold]{lab['name']}[/]: {lab['phase']}; backend {lab['backend']} "
+                  f"({lab['backend_reason']}); dataplane {lab['dataplane']} "
+                  f"({lab['dataplane_reason']})")
+        for tunnel, how in lab["negotiation"].items():
+            out.print(f"  tunnel {tunnel}: {how}")
+
+
+@app.command()
+def down(
+    name: Name = "default",
+    all_labs: Annotated[bool, typer.Option("--all", help="Every lab, also half-built ones.")] = False,
+) -> None:
+    """Tear a lab down (idempotent; also cleans up after a killed orchestrator)."""
+    names = lifecycle.all_names() if all_labs else [name]
+    for n in names:
+        done = lifecycle.down(n, progress=_progress)
+        out.print(f"lab {n}: " + ("; ".join(done) if done else "nothing to remove"))
+    if not names:
+        out.print("no lab to remove")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except LabError as exc:
+        err.print(f"[bold red]error[/]: {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("IPSEC_LAB_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc} "
+                  "(IPSEC_LAB_DEBUG=1 shows where)", highlight=False)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""From the cloud's DPD timeout to strongSwan's knobs.
+
+IKEv1 has `dpd_timeout` per connection. IKEv2 has none: a peer is declared dead when the DPD
+exchange exhausts the daemon-wide retransmit schedule, so the schedule is derived from the
+configured timeout (one daemon per gateway makes that possible).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RETRANSMIT_BASE = 1.4
+RETRANSMIT_TRIES = 3
+
+
+@dataclass(frozen=True)
+class DpdSchedule:
+    timeout: int  # the cloud setting, seconds
+    delay: int  # idle time before a DPD request is sent
+    v1_timeout: int  # IKEv1 dpd_timeout
+
+
+def dpd_schedule(timeout: int, version: str) -> DpdSchedule:
+    """Probe every sixth of the timeout, so detection lands close to the configured timeout."""
+    delay = max(1, timeout // 6)
+    return DpdSchedule(timeout=timeout, delay=delay, v1_timeout=timeout)
+
+
+def retransmit_total(timeout: float, base: float, tries: int) -> float:
+    """How long strongSwan retransmits before giving up: sum of timeout*base^n, n=0..tries."""
+    return sum(timeout * base**n for n in range(tries + 1))
+
+
+def retransmit_for(schedules: list[DpdSchedule | None]) -> tuple[float, float, int] | None:
+    """Daemon-wide IKEv2 retransmit settings for the shortest DPD timeout on that daemon.
+
+    Detection after a cut ~= delay (until the next DPD) + the retransmit total, so the total
+    is set to timeout - delay. Several IKEv2 tunnels with different timeouts on one daemon
+    share the shortest one (a protocol limit of IKEv2 in strongSwan, reported in `status`).
+    """
+    active = [s for s in schedules if s is not None]
+    if not active:
+        return None
+    shortest = min(active, key=lambda s: s.timeout)
+    target = shortest.timeout - shortest.delay
+    first = target / retransmit_total(1.0, RETRANSMIT_BASE, RETRANSMIT_TRIES)
+    return round(first, 2), RETRANSMIT_BASE, RETRANSMIT_TRIES

@@ -1,0 +1,2 @@
+class LabError(Exception):
+    """A user-facing error: printed without a traceback."""

@@ -1,0 +1,150 @@
+"""Bringing a lab up and down: spec -> plan -> configs -> backend -> daemons -> tunnels.
+
+`up` records state before it creates anything and tears everything down again if any step
+fails, so a failed `up` leaves nothing half-built.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import state as labstate
+from lab.backends import Backend, Progress, get_backend
+from lab.control import Vici, wait_socket
+from lab.dataplane import Dataplane, detect
+from lab.errors import LabError
+from lab.negotiation import establish
+from lab.plan import LabPlan, build_plan, check_lab_name
+from lab.render import render_gateway, write_private
+from lab.spec import LabSpec, load_spec
+from lab.state import LabState
+
+DAEMON_START_TIMEOUT = 20.0
+
+
+@dataclass
+class Lab:
+    """A running lab as the checks and scenarios see it."""
+
+    state: LabState
+    plan: LabPlan
+    spec: LabSpec
+    backend: Backend
+
+    def vici(self, node: str) -> Vici:
+        return Vici(self.backend.host_dir(self.state.name, node) / "charon.vici")
+
+    def log_path(self, node: str) -> Path:
+        return self.backend.host_dir(self.state.name, node) / "charon.log"
+
+
+def choose_backend(requested: str) -> tuple[Backend, str]:
+    if requested == "netns":
+        return get_backend("netns"), "asked for with --backend netns"
+    if requested == "docker":
+        return get_backend("docker"), "asked for with --backend docker"
+    if requested != "auto":
+        raise LabError(f"--backend: must be netns, docker or auto (got {requested!r})")
+    try:
+        from lab.engine import engine_client
+
+        client = engine_client()
+    except ImportError:
+        client = None
+    if client is not None:
+        return get_backend("docker"), "auto: a Docker engine answered"
+    return get_backend("netns"), "auto: no Docker engine answered, using network namespaces"
+
+
+def up(spec_path: str | Path, name: str = "default", backend: str = "auto",
+       progress: Progress = lambda _: None) -> Lab:
+    check_lab_name(name)
+    spec = load_spec(spec_path)
+    dataplane = detect()
+    plan = build_plan(spec, name, dataplane)
+    chosen, why = choose_backend(backend)
+    progress(f"backend {chosen.name} ({why}); dataplane {dataplane.name}")
+    state = labstate.create(name, chosen.name, Path(spec_path).read_text())
+    state.backend_reason = why
+    state.dataplane, state.dataplane_reason = dataplane.name, dataplane.reason
+    state.save()
+    try:
+        lab = Lab(state, plan, spec, chosen)
+        chosen.deploy(plan, state, progress)
+        start_daemons(lab, progress)
+        establish(lab, progress)
+        state.phase = "up"
+        state.save()
+        return lab
+    except BaseException:
+        progress("bring-up failed: tearing down what was started")
+        down(name, progress=lambda _: None)
+        raise
+
+
+def start_daemons(lab: Lab, progress: Progress) -> None:
+    for gw in lab.plan.gateways:
+        directory = lab.backend.host_dir(lab.state.name, gw.node)
+        files = render_gateway(lab.plan, gw, lab.backend.run_dir(lab.state.name, gw.node))
+        for filename, text in files.items():
+            write_private(directory / filename, text)
+        lab.backend.start_daemon(lab.state, gw.node)
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT
+    for gw in lab.plan.gateways:
+        directory = lab.backend.host_dir(lab.state.name, gw.node)
+        pid = lab.state.pids.get(f"charon:{gw.node}")
+        wait_socket(directory / "charon.vici", deadline,
+                    alive=lambda pid=pid: pid is None or _alive(pid))
+    progress(f"{len(lab.plan.gateways)} strongSwan daemons answering on VICI")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def attach(name: str = "default") -> Lab:
+    """The running lab `name`, rebuilt from its saved spec (the plan is deterministic)."""
+    state = labstate.load(name)
+    spec = load_spec(state.spec_file)
+    plan = build_plan(spec, name, Dataplane(state.dataplane, state.dataplane_reason))
+    return Lab(state, plan, spec, get_backend(state.backend))
+
+
+def down(name: str = "default", progress: Progress = lambda _: None) -> list[str]:
+    """Remove lab `name` on every backend it may have used; idempotent, crash-safe."""
+    check_lab_name(name)
+    done: list[str] = []
+    backends = ["netns"]
+    try:
+        backends.insert(0, labstate.load(name).backend)
+    except LabError:
+        backends.append("docker")
+    for backend_name in dict.fromkeys(backends):
+        try:
+            backend = get_backend(backend_name)
+        except ImportError:
+            continue
+        done += backend.undeploy(name, progress)
+    if labstate.lab_dir(name).exists():
+        labstate.forget(name)
+        done.append(f"removed state directory {labstate.lab_dir(name)}")
+    return done
+
+
+def all_names() -> list[str]:
+    """Labs with state, plus labs whose state was lost but whose namespaces remain."""
+    from pyroute2 import netns
+
+    from lab.backends.netns import PREFIX
+
+    found = set(labstate.names())
+    for ns in netns.listnetns():
+        if ns.startswith(PREFIX) and not ns.startswith(f"{PREFIX}probe-"):
+            found.add(ns[len(PREFIX):].rsplit("-", 1)[0])
+    return sorted(found)

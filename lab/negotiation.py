@@ -1,0 +1,178 @@
+"""Loading tunnels into the daemons and starting them the way the cloud's negotiation type says.
+
+- active: the cloud gateway initiates as soon as the tunnel is loaded (over VICI, so the result
+  and the daemon's log of the attempt come back to the orchestrator);
+- passive: the cloud never initiates; the customer gateway does;
+- traffic-triggered: nothing is negotiated until VPC traffic matches the tunnel. On the kernel
+  dataplane that is strongSwan's trap policy; kernel-libipsec never fires traps (strongSwan
+  5.9.8), so there the lab runs its own trigger (`lab.trigger`) on the cloud gateway's VPC side.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from lab.backends import Progress
+from lab.control import InitiateFailed
+from lab.errors import LabError
+from lab.plan import Connection
+from lab.swanctl import parse
+
+if TYPE_CHECKING:
+    from lab.lifecycle import Lab
+
+ESTABLISH_TIMEOUT = 20.0
+
+
+def lab_config(lab: Lab, node: str) -> dict[str, Any]:
+    """A gateway's rendered swanctl.conf, as loaded into the lab.
+
+    `start_action = start` is loaded as `none`: the orchestrator initiates right after loading
+    instead, which is the same moment but returns the outcome and log over VICI.
+    """
+    directory = lab.backend.host_dir(lab.state.name, node)
+    config = parse((directory / "swanctl.conf").read_text(), str(directory / "swanctl.conf"))
+    for conn in config.get("connections", {}).values():
+        for child in conn.get("children", {}).values():
+            if child.get("start_action") == "start":
+                child["start_action"] = "none"
+    return config
+
+
+def mechanism(conn: Connection, negotiation_type: str, trap_policies: bool) -> str:
+    if negotiation_type == "active":
+        return "active: the cloud gateway initiates over VICI as soon as the tunnel is loaded"
+    if negotiation_type == "passive":
+        return "passive: the cloud gateway only responds; the customer gateway initiates"
+    if trap_policies:
+        return "traffic-triggered: strongSwan trap policy on the cloud gateway (kernel dataplane)"
+    return ("traffic-triggered: the lab's trigger watches the cloud gateway's VPC side and "
+            "initiates over VICI on the first matching packet (libipsec has no trap policies)")
+
+
+def establish(lab: Lab, progress: Progress) -> None:
+    for gw in lab.plan.gateways:
+        with lab.vici(gw.node) as v:
+            v.load(lab_config(lab, gw.node))
+    progress("connections and secrets loaded over VICI")
+    cloud = lab.plan.gateways[0]
+    triggered = []
+    for conn in cloud.connections:
+        tunnel = lab.spec.tunnel(conn.tunnel)
+        lab.state.negotiation[conn.tunnel] = mechanism(
+            conn, tunnel.negotiation_type, lab.plan.dataplane.trap_policies)
+        if tunnel.negotiation_type == "traffic-triggered":
+            triggered.append(conn.tunnel)
+            continue
+        initiate_tunnel(lab, conn.tunnel)
+        progress(f"tunnel {conn.tunnel}: {len(conn.children)} CHILD_SA(s) installed "
+                 f"({tunnel.negotiation_type})")
+    if triggered and not lab.plan.dataplane.trap_policies:
+        start_trigger(lab)
+    for name in triggered:
+        progress(f"tunnel {name}: waiting for VPC traffic (traffic-triggered)")
+    lab.state.save()
+
+
+def sides(lab: Lab, tunnel: str) -> tuple[str, str]:
+    """(initiator node, responder node) for a tunnel, by its negotiation type."""
+    customer = next(g.node for g in lab.plan.gateways[1:]
+                    if any(c.tunnel == tunnel for c in g.connections))
+    if lab.spec.tunnel(tunnel).negotiation_type == "passive":
+        return customer, lab.plan.gateways[0].node
+    return lab.plan.gateways[0].node, customer
+
+
+def initiate_tunnel(lab: Lab, tunnel: str, timeout: float = ESTABLISH_TIMEOUT) -> None:
+    """Initiate every mapping's CHILD_SA and wait until the responder has installed each."""
+    initiator, responder = sides(lab, tunnel)
+    conn = next(c for c in lab.plan.gateways[0].connections if c.tunnel == tunnel)
+    children = [ch.name for ch in conn.children]
+    with lab.vici(initiator) as ini, lab.vici(responder) as resp, \
+            resp.events(["child-updown"]) as next_event:
+        for child in children:
+            try:
+                ini.initiate(child, tunnel, timeout)
+            except InitiateFailed as exc:
+                raise TunnelFailed(tunnel, child, initiator, str(exc), exc.log) from None
+        wait_children_up(next_event, set(children), time.monotonic() + timeout, responder)
+
+
+def wait_children_up(next_event, names: set[str], deadline: float, where: str) -> None:
+    pending = set(names)
+    while pending:
+        event = next_event(deadline)
+        if event is None:
+            raise LabError(f"{where}: CHILD_SA(s) {', '.join(sorted(pending))} not installed "
+                           "in time")
+        _, msg = event
+        if msg.get("up") != "yes":
+            continue
+        for key, ike in msg.items():
+            if key == "up" or not isinstance(ike, dict):
+                continue
+            for child in ike.get("child-sas", {}).values():
+                pending.discard(child.get("name"))
+
+
+class TunnelFailed(LabError):
+    """A tunnel did not establish; carries the initiator's log of the attempt."""
+
+    def __init__(self, tunnel: str, child: str, node: str, message: str, log: list[str]):
+        self.tunnel, self.child, self.node, self.log = tunnel, child, node, log
+        reason = classify(log)
+        tail = "\n".join(f"    {line}" for line in log[-8:])
+        super().__init__(f"tunnel {tunnel}: {reason} ({message}; initiator {node})\n{tail}")
+        self.reason = reason
+
+
+# Patterns in strongSwan's log of a failed attempt -> the reason a network engineer knows.
+REASONS = (
+    (r"AUTHENTICATION_FAILED|authentication of .* failed|MAC mismatched|integrity check failed",
+     "authentication failed (pre-shared key or ID mismatch)"),
+    (r"NO_PROPOSAL_CHOSEN|no acceptable proposal|no matching proposal",
+     "no proposal chosen (algorithm mismatch)"),
+    (r"TS_UNACCEPTABLE|no acceptable traffic selectors|traffic selectors .* unacceptable",
+     "traffic selectors unacceptable (subnet mismatch)"),
+    (r"INVALID_ID_INFORMATION|no matching peer config|no peer config found",
+     "peer ID not accepted"),
+    (r"INVALID_KE_PAYLOAD", "DH group mismatch"),
+    (r"giving up after \d+ retransmits|peer not responding|timed? ?out",
+     "timeout (peer did not answer)"),
+    (r"unable to install IPsec policies|error installing route", "dataplane refused the SA"),
+)
+
+
+def classify(log: list[str]) -> str:
+    text = "\n".join(log)
+    for pattern, reason in REASONS:
+        if re.search(pattern, text):
+            return reason
+    return "negotiation failed"
+
+
+def start_trigger(lab: Lab) -> None:
+    """The libipsec stand-in for trap policies: a watcher on the cloud gateway's VPC side.
+
+    It runs on the host, entering the gateway's network namespace itself, so it works the same
+    for namespaces and containers; it outlives `up` and logs to `trigger.log`.
+    """
+    node = lab.plan.gateways[0].node
+    log = lab.state.dir / "trigger.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lab.trigger", "--lab", lab.state.name],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out, text=True,
+            start_new_session=True,
+        )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if proc.stdout:
+        proc.stdout.close()
+    if "ready" not in line:
+        proc.kill()
+        raise LabError(f"traffic trigger did not start: {log.read_text().strip()[-500:]}")
+    lab.state.pids[f"trigger:{node}"] = proc.pid

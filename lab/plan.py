@@ -1,0 +1,356 @@
+"""The lab plan: nodes, links, addresses and per-gateway strongSwan settings, derived from a spec.
+
+Everything a backend or a template needs is decided here, once, as plain data: backends only
+materialise it and templates only print it. Address choices are deterministic so that two runs
+of one spec give the same lab.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lab import catalogue as cat
+from lab.dataplane import Dataplane
+from lab.dpd import DpdSchedule, dpd_schedule, retransmit_for
+from lab.errors import LabError
+from lab.rules import unsupported
+from lab.spec import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel
+
+Role = Literal["vpc-host", "vpn-gateway", "internet", "customer-gateway", "idc-host"]
+LAB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+WAN, LAN = "eth0", "eth1"
+
+
+@dataclass
+class Interface:
+    name: str
+    addresses: list[ipaddress.IPv4Interface] = field(default_factory=list)
+
+
+@dataclass
+class Route:
+    destination: Cidr
+    via: ipaddress.IPv4Address | None = None
+    device: str | None = None
+
+
+@dataclass
+class Node:
+    name: str
+    role: Role
+    interfaces: list[Interface] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    forwarding: bool = False
+    bridge: str | None = None  # the internet node holds the segment's bridge
+
+    def iface(self, name: str) -> Interface:
+        return next(i for i in self.interfaces if i.name == name)
+
+
+@dataclass
+class Link:
+    """A point-to-point cable; `b_node` is the internet node when `b_iface` joins its bridge."""
+
+    a_node: str
+    a_iface: str
+    b_node: str
+    b_iface: str
+
+
+@dataclass
+class Child:
+    name: str
+    local_ts: Cidr
+    remote_ts: Cidr
+
+
+@dataclass
+class Connection:
+    """One side of one tunnel, as the swanctl template needs it."""
+
+    name: str
+    tunnel: str
+    version: int
+    aggressive: bool
+    local_addr: ipaddress.IPv4Address
+    remote_addr: ipaddress.IPv4Address
+    local_id: str
+    remote_id: str
+    ike_proposal: str
+    esp_proposal: str
+    ike_rekey_time: int
+    ike_over_time: int
+    child_life_time: int
+    child_rekey_time: int
+    child_life_bytes: int
+    child_rekey_bytes: int
+    dpd: DpdSchedule | None
+    dpd_action: str
+    start_action: str
+    children: list[Child]
+    psk: str
+    initiates: bool  # whether the lab initiates from this side (negotiation type)
+
+
+@dataclass
+class Gateway:
+    node: str
+    side: Literal["cloud", "customer"]
+    public_ip: ipaddress.IPv4Address
+    connections: list[Connection]
+    dataplane: Dataplane
+    aggressive_psk: bool
+    retransmit: tuple[float, float, int] | None  # timeout, base, tries (IKEv2 DPD derived)
+
+
+@dataclass
+class MappingProbe:
+    """Where the data-plane check sends from and to, for one mapping of one tunnel."""
+
+    tunnel: str
+    child: str
+    vpc_node: str
+    vpc_addr: ipaddress.IPv4Address
+    idc_node: str
+    idc_addr: ipaddress.IPv4Address
+
+
+@dataclass
+class LabPlan:
+    name: str
+    dataplane: Dataplane
+    nodes: list[Node]
+    links: list[Link]
+    gateways: list[Gateway]
+    probes: list[MappingProbe]
+    internet_node: str = "inet"
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def gateway(self, node: str) -> Gateway:
+        return next(g for g in self.gateways if g.node == node)
+
+
+def check_lab_name(name: str) -> str:
+    if not LAB_NAME.match(name):
+        raise LabError(
+            f"--name: {name!r} must be 1-16 characters of a-z, 0-9 and '-', starting with a "
+            "letter or digit (it prefixes namespaces and containers)"
+        )
+    return name
+
+
+def host_address(cidr: Cidr, index: int) -> ipaddress.IPv4Address:
+    """The `index`-th host of a range, or its last address when the range is too small."""
+    if cidr.num_addresses <= 2:
+        return cidr.network_address if cidr.prefixlen == 32 else cidr[-1]
+    return cidr[min(index, cidr.num_addresses - 2)]
+
+
+def proposal(encryption: str, integrity: str, dh: str | None) -> str:
+    parts = [
+        cat.by_console(cat.ENCRYPTION, encryption).keyword,
+        cat.by_console(cat.INTEGRITY, integrity).keyword,
+    ]
+    if dh:
+        parts.append(cat.by_console(cat.DH_GROUPS, dh).keyword)
+    return "-".join(p for p in parts if p)
+
+
+def customer_options(tunnel: Tunnel) -> tuple[IkeOptions, IpsecOptions, str]:
+    """The customer side's settings: a mirror of the cloud side, plus any deliberate overrides."""
+    ike = IkeOptions.model_validate({**tunnel.ike.model_dump(), **tunnel.customer.ike})
+    ipsec = IpsecOptions.model_validate({**tunnel.ipsec.model_dump(), **tunnel.customer.ipsec})
+    psk = tunnel.customer.pre_shared_key or tunnel.pre_shared_key
+    return ike, ipsec, psk.get_secret_value()
+
+
+def _identity(ident, public_ip) -> str:
+    return ident.value if ident.value else str(public_ip)
+
+
+def _connection(
+    tunnel: Tunnel, side: str, ike: IkeOptions, ipsec: IpsecOptions, psk: str,
+    local_addr, remote_addr, local_id: str, remote_id: str, dataplane: Dataplane,
+) -> Connection:
+    pfs = None if ipsec.pfs == "disable" else ipsec.pfs
+    children = [
+        Child(f"{tunnel.name}-m{i + 1}", lo if side == "cloud" else pe, pe if side == "cloud" else lo)
+        for i, (lo, pe) in enumerate(tunnel.mappings())
+    ]
+    cloud_initiates = tunnel.negotiation_type == "active"
+    if side == "cloud":
+        start = {"active": "start", "passive": "none"}.get(tunnel.negotiation_type, "trap")
+        if start == "trap" and not dataplane.trap_policies:
+            start = "none"  # the lab's traffic trigger initiates instead (see lab.trigger)
+        initiates = cloud_initiates
+    else:
+        start = "none" if cloud_initiates else "start"
+        initiates = tunnel.negotiation_type == "passive"
+    dpd = dpd_schedule(tunnel.dpd.timeout, ike.version) if tunnel.dpd.enabled else None
+    life_bytes = ipsec.sa_lifetime_kb * 1024
+    return Connection(
+        name=tunnel.name,
+        tunnel=tunnel.name,
+        version=1 if ike.version == "v1" else 2,
+        aggressive=ike.version == "v1" and ike.exchange_mode == "aggressive",
+        local_addr=local_addr,
+        remote_addr=remote_addr,
+        local_id=local_id,
+        remote_id=remote_id,
+        ike_proposal=proposal(ike.encryption, ike.integrity, ike.dh_group),
+        esp_proposal=proposal(ipsec.encryption, ipsec.integrity, pfs),
+        ike_rekey_time=ike.sa_lifetime * 9 // 10,
+        ike_over_time=ike.sa_lifetime - ike.sa_lifetime * 9 // 10,
+        child_life_time=ipsec.sa_lifetime,
+        child_rekey_time=ipsec.sa_lifetime * 9 // 10,
+        child_life_bytes=life_bytes,
+        child_rekey_bytes=life_bytes * 9 // 10,
+        dpd=dpd,
+        dpd_action=cat.DPD_ACTIONS[tunnel.dpd.action] if dpd else "none",
+        start_action=start,
+        children=children,
+        psk=psk,
+        initiates=initiates,
+    )
+
+
+class _Addresses:
+    """Hands out the private side's addresses: gateway .1, hosts .10, per distinct range."""
+
+    def __init__(self, base: list[Cidr]):
+        self.lans: list[Cidr] = list(base)
+
+    def lan_for(self, cidr: Cidr) -> Cidr:
+        for lan in self.lans:
+            if cidr.subnet_of(lan):
+                return lan
+        self.lans.append(cidr)
+        return cidr
+
+    def gateway_ifaces(self, selectors: list[Cidr]) -> list[ipaddress.IPv4Interface]:
+        """The gateway's .1 in every range, and in every traffic selector it protects.
+
+        kernel-libipsec routes a CHILD_SA over its TUN device with a source address inside
+        the local traffic selector, so the gateway must own one there.
+        """
+        out: list[ipaddress.IPv4Interface] = []
+        for cidr in [*self.lans, *selectors]:
+            if cidr.num_addresses > 2:
+                iface = ipaddress.IPv4Interface(f"{host_address(cidr, 1)}/{cidr.prefixlen}")
+                if all(iface.ip != o.ip for o in out):
+                    out.append(iface)
+        return out
+
+
+def build_plan(spec: LabSpec, name: str, dataplane: Dataplane) -> LabPlan:
+    """Derive the whole lab from a valid spec; refuses what the endpoints cannot run."""
+    check_lab_name(name)
+    missing = unsupported(spec)
+    if missing:
+        raise LabError("cannot run this lab:\n" + "\n".join(f"  - {m}" for m in missing))
+    for i, t in enumerate(spec.tunnels):
+        if t.communication_mode == "destination-route":
+            raise LabError(
+                f"tunnels[{i}].communication_mode: destination-route tunnels validate and render, "
+                "but the lab does not run them yet; use spd-policy to run this tunnel"
+            )
+    gw_spec = spec.vpn_gateway
+    nodes: list[Node] = []
+    links: list[Link] = []
+    probes: list[MappingProbe] = []
+
+    internet = Node("inet", "internet", bridge="br0")
+    cloud = Node("vpngw", "vpn-gateway", forwarding=True)
+    vpc = Node("vpc", "vpc-host")
+    nodes += [vpc, cloud, internet]
+
+    public_ips = [gw_spec.public_ip] + [t.customer_gateway.public_ip for t in spec.tunnels]
+
+    def wan(node: Node, ip: ipaddress.IPv4Address, port: str) -> None:
+        node.interfaces.append(Interface(WAN, [ipaddress.IPv4Interface(f"{ip}/32")]))
+        node.routes += [Route(Cidr(f"{o}/32"), device=WAN) for o in public_ips if o != ip]
+        internet.interfaces.append(Interface(port))
+        links.append(Link(node.name, WAN, internet.name, port))
+
+    wan(cloud, gw_spec.public_ip, "p-vpngw")
+
+    vpc_lans = _Addresses([gw_spec.vpc_cidr])
+    vpc_addr: dict[Cidr, ipaddress.IPv4Address] = {}
+    for t in spec.tunnels:
+        for local, _ in t.mappings():
+            vpc_lans.lan_for(local)
+            vpc_addr.setdefault(local, host_address(local, 10))
+
+    cloud_conns, gateways = [], []
+    for i, t in enumerate(spec.tunnels, start=1):
+        cgw_ip = t.customer_gateway.public_ip
+        cgw = Node(f"cgw{i}", "customer-gateway", forwarding=True)
+        idc = Node(f"idc{i}", "idc-host")
+        nodes += [cgw, idc]
+        wan(cgw, cgw_ip, f"p-cgw{i}")
+
+        idc_lans = _Addresses(list(t.customer_gateway.idc_cidrs))
+        idc_addr: dict[Cidr, ipaddress.IPv4Address] = {}
+        for _, peer in t.mappings():
+            idc_lans.lan_for(peer)
+            idc_addr.setdefault(peer, host_address(peer, 10))
+        _attach_host(cgw, idc, idc_lans, idc_addr, links)
+
+        cloud_id = _identity(t.ike.local_id, gw_spec.public_ip)
+        peer_id = _identity(t.ike.peer_id, cgw_ip)
+        cloud_conns.append(_connection(
+            t, "cloud", t.ike, t.ipsec, t.pre_shared_key.get_secret_value(),
+            gw_spec.public_ip, cgw_ip, cloud_id, peer_id, dataplane,
+        ))
+        c_ike, c_ipsec, c_psk = customer_options(t)
+        customer_conn = _connection(
+            t, "customer", c_ike, c_ipsec, c_psk, cgw_ip, gw_spec.public_ip,
+            peer_id, cloud_id, dataplane,
+        )
+        gateways.append(Gateway(
+            cgw.name, "customer", cgw_ip, [customer_conn], dataplane,
+            aggressive_psk=customer_conn.aggressive,
+            retransmit=retransmit_for([customer_conn.dpd] if customer_conn.version == 2 else []),
+        ))
+        for m, (local, peer) in enumerate(t.mappings(), start=1):
+            probes.append(MappingProbe(
+                t.name, f"{t.name}-m{m}", vpc.name, vpc_addr[local], idc.name, idc_addr[peer]
+            ))
+
+    _attach_host(cloud, vpc, vpc_lans, vpc_addr, links)
+    gateways.insert(0, Gateway(
+        cloud.name, "cloud", gw_spec.public_ip, cloud_conns, dataplane,
+        aggressive_psk=any(c.aggressive for c in cloud_conns),
+        retransmit=retransmit_for([c.dpd for c in cloud_conns if c.version == 2]),
+    ))
+    return LabPlan(name, dataplane, nodes, links, gateways, probes)
+
+
+def _attach_host(
+    gw: Node, host: Node, lans: _Addresses, probe_addr: dict[Cidr, ipaddress.IPv4Address],
+    links: list[Link],
+) -> None:
+    """Cable a host behind a gateway: one LAN link carrying every range of that side."""
+    gw_ifaces = lans.gateway_ifaces(list(probe_addr))
+    gw.interfaces.append(Interface(LAN, gw_ifaces))
+    host_ifaces: list[ipaddress.IPv4Interface] = []
+    for lan in lans.lans:
+        default = host_address(lan, 10)
+        if lan.num_addresses > 2:
+            host_ifaces.append(ipaddress.IPv4Interface(f"{default}/{lan.prefixlen}"))
+    for cidr, addr in probe_addr.items():
+        lan = lans.lan_for(cidr)
+        iface = ipaddress.IPv4Interface(f"{addr}/{lan.prefixlen if lan.num_addresses > 2 else 32}")
+        if iface not in host_ifaces:
+            host_ifaces.append(iface)
+        if lan.num_addresses <= 2:
+            gw.routes.append(Route(Cidr(f"{addr}/32"), device=LAN))
+    host.interfaces.append(Interface("eth0", host_ifaces))
+    if gw_ifaces:
+        host.routes.append(Route(Cidr("0.0.0.0/0"), via=gw_ifaces[0].ip))
+    links.append(Link(gw.name, LAN, host.name, "eth0"))

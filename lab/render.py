@@ -1,0 +1,63 @@
+"""Plan -> strongSwan configuration files, through the jinja2 templates in `configs/templates`.
+
+Files holding pre-shared keys are written mode 0600 in 0700 directories.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import jinja2
+
+from lab.plan import Gateway, LabPlan
+
+CONFIGS = Path(os.environ.get("IPSEC_LAB_CONFIGS", Path(__file__).resolve().parent.parent / "configs"))
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(CONFIGS / "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["b64"] = lambda s: base64.b64encode(s.encode()).decode()
+    return env
+
+
+def render_gateway(plan: LabPlan, gw: Gateway, run_dir: str) -> dict[str, str]:
+    """The files one gateway needs; `run_dir` is where they live as the daemon sees them."""
+    env = _environment()
+    context = {"lab": plan.name, "gw": gw, "run_dir": run_dir}
+    files = {
+        "strongswan.conf": env.get_template("strongswan.conf.j2").render(context),
+        "swanctl.conf": env.get_template("swanctl.conf.j2").render(context),
+    }
+    if gw.side == "customer":
+        files["ipsec.conf"] = env.get_template("ipsec.conf.j2").render(context)
+        files["ipsec.secrets"] = env.get_template("ipsec.secrets.j2").render(context)
+    return files
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def write_configs(plan: LabPlan, out: Path, run_dir: Callable[[str], str]) -> list[Path]:
+    """Render every gateway into `out/<node>/`; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written = []
+    for gw in plan.gateways:
+        for name, text in render_gateway(plan, gw, run_dir(gw.node)).items():
+            path = out / gw.node / name
+            write_private(path, text)
+            written.append(path)
+    return written

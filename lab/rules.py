@@ -1,0 +1,148 @@
+"""The console's rules that span several fields, each reported as `field: rule`.
+
+Kept apart from the pydantic models so that a rule reads like the seed document states it and
+can name the exact field it concerns (a model validator could only name the model).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from lab import catalogue as cat
+from lab.spec import FQDN, Cidr, LabSpec, Tunnel
+
+# The simulated internet uses documentation ranges only (RFC 5737): lab traffic never leaves.
+DOCUMENTATION = [Cidr("192.0.2.0/24"), Cidr("198.51.100.0/24"), Cidr("203.0.113.0/24")]
+
+
+def check_rules(spec: LabSpec) -> list[str]:
+    return list(_gateway_rules(spec)) + [
+        p for i, t in enumerate(spec.tunnels) for p in _tunnel_rules(spec, i, t)
+    ] + list(_mapping_rules(spec))
+
+
+def _gateway_rules(spec: LabSpec) -> Iterator[str]:
+    gw = spec.vpn_gateway
+    if not _documentation(gw.public_ip):
+        yield f"vpn_gateway.public_ip: {gw.public_ip} must be in a documentation range " \
+              f"({', '.join(map(str, DOCUMENTATION))}) so lab traffic stays in the lab"
+    names = [t.name for t in spec.tunnels]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            yield f"tunnels[{i}].name: tunnel name {name!r} is used twice; names must be unique"
+    seen = {gw.public_ip: "vpn_gateway.public_ip"}
+    for i, t in enumerate(spec.tunnels):
+        ip = t.customer_gateway.public_ip
+        if ip in seen:
+            yield f"tunnels[{i}].customer_gateway.public_ip: {ip} is already used by {seen[ip]}; " \
+                  "each tunnel needs its own customer gateway address"
+        seen.setdefault(ip, f"tunnels[{i}].customer_gateway.public_ip")
+    for i, route in enumerate(gw.routes):
+        where = f"vpn_gateway.routes[{i}]"
+        if route.tunnel not in names:
+            yield f"{where}.tunnel: no tunnel named {route.tunnel!r}"
+        elif spec.tunnel(route.tunnel).communication_mode != "destination-route":
+            yield f"{where}.tunnel: tunnel {route.tunnel!r} uses SPD policy; routes in the " \
+                  "gateway's route table apply to destination-route tunnels only"
+        if route.destination.overlaps(gw.vpc_cidr):
+            yield f"{where}.destination: {route.destination} overlaps the VPC CIDR {gw.vpc_cidr}"
+
+
+def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:
+    at = f"tunnels[{i}]"
+    if len(t.name) > cat.TUNNEL_NAME_MAX:
+        yield f"{at}.name: at most {cat.TUNNEL_NAME_MAX} characters (got {len(t.name)})"
+    if not _documentation(t.customer_gateway.public_ip):
+        yield f"{at}.customer_gateway.public_ip: {t.customer_gateway.public_ip} must be in a " \
+              f"documentation range ({', '.join(map(str, DOCUMENTATION))})"
+    if t.communication_mode == "spd-policy" and not t.spd_rules:
+        yield f"{at}.spd_rules: SPD policy mode needs at least one rule (local and peer CIDRs)"
+    if t.communication_mode == "destination-route" and t.spd_rules:
+        yield f"{at}.spd_rules: destination-route tunnels take routes in vpn_gateway.routes, " \
+              "not SPD rules"
+    lo, hi = cat.DPD_TIMEOUT_RANGE
+    if not lo <= t.dpd.timeout <= hi:
+        yield f"{at}.dpd.timeout: must be {lo}-{hi} seconds (got {t.dpd.timeout})"
+    if t.ike.version == "v2" and t.ike.exchange_mode == "aggressive":
+        yield f"{at}.ike.exchange_mode: aggressive mode exists only in IKEv1"
+    for side in ("local_id", "peer_id"):
+        ident = getattr(t.ike, side)
+        if ident.type == "fqdn" and not (ident.value and FQDN.match(ident.value)):
+            yield f"{at}.ike.{side}.value: an FQDN identity needs a domain name " \
+                  f"(got {ident.value!r})"
+        if ident.type == "address" and ident.value is not None:
+            try:
+                ipaddress.IPv4Address(ident.value)
+            except ValueError:
+                yield f"{at}.ike.{side}.value: an address identity needs an IPv4 address " \
+                      f"(got {ident.value!r})"
+    yield from _health_rules(spec, at, t)
+
+
+def _health_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
+    hc = t.health_check
+    for field, value, (lo, hi) in (
+        ("interval_ms", hc.interval_ms, cat.HEALTH_INTERVAL_MS),
+        ("threshold", hc.threshold, cat.HEALTH_THRESHOLD),
+        ("timeout_ms", hc.timeout_ms, cat.HEALTH_TIMEOUT_MS),
+    ):
+        if not lo <= value <= hi:
+            yield f"{at}.health_check.{field}: must be {lo}-{hi} (got {value})"
+    if not hc.enabled:
+        return
+    ranges = [("the VPC CIDR", spec.vpn_gateway.vpc_cidr)]
+    ranges += [("an IDC CIDR", c) for c in t.idc_ranges()]
+    ranges += [("an SPD local CIDR", lo) for lo, _ in t.mappings()]
+    for side, other in (("local_ip", "peer_ip"), ("peer_ip", "local_ip")):
+        ip = getattr(hc, side)
+        if ip is None:
+            yield f"{at}.health_check.{side}: required when the health check is enabled"
+            continue
+        if ip.is_multicast or ip.is_loopback or ip == ipaddress.IPv4Address("255.255.255.255") \
+                or ip.is_unspecified:
+            yield f"{at}.health_check.{side}: {ip} must not be a multicast, broadcast or " \
+                  "loopback address"
+        for what, cidr in ranges:
+            if ip in cidr:
+                yield f"{at}.health_check.{side}: {ip} conflicts with {what} {cidr}"
+                break
+        if ip == getattr(hc, other):
+            yield f"{at}.health_check.{side}: must differ from health_check.{other}"
+
+
+def _mapping_rules(spec: LabSpec) -> Iterator[str]:
+    """No two mappings of one gateway may overlap (both local and peer ranges); at most 200."""
+    taken: list[tuple[str, Cidr, Cidr]] = []
+    for i, t in enumerate(spec.tunnels):
+        for r, rule in enumerate(t.spd_rules):
+            for local in rule.local:
+                for peer in rule.peer:
+                    where = f"tunnels[{i}].spd_rules[{r}]"
+                    clash = next(
+                        (w for w, lo, pe in taken if lo.overlaps(local) and pe.overlaps(peer)),
+                        None,
+                    )
+                    if clash:
+                        yield f"{where}: mapping {local}-{peer} overlaps a mapping of {clash}; " \
+                              "mappings of one VPN gateway must not overlap"
+                    taken.append((f"{where} ({t.name})", local, peer))
+    if len(taken) > cat.MAX_MAPPINGS_PER_GATEWAY:
+        yield f"tunnels: {len(taken)} SPD mappings on one VPN gateway; at most " \
+              f"{cat.MAX_MAPPINGS_PER_GATEWAY} (use destination-route tunnels for more)"
+
+
+def unsupported(spec: LabSpec) -> list[str]:
+    """Valid cloud settings the strongSwan endpoints cannot run (SM4, SM3), as `field: why`."""
+    found = []
+    for i, t in enumerate(spec.tunnels):
+        for section, options in (("ike", t.ike), ("ipsec", t.ipsec)):
+            for field, menu in (("encryption", cat.ENCRYPTION), ("integrity", cat.INTEGRITY)):
+                option = cat.lookup(menu, getattr(options, field))
+                if not option.supported:
+                    found.append(f"tunnels[{i}].{section}.{field}: {cat.unsupported_reason(option)}")
+    return found
+
+
+def _documentation(ip: ipaddress.IPv4Address) -> bool:
+    return any(ip in net for net in DOCUMENTATION)

@@ -1,0 +1,280 @@
+"""The tunnel spec: one cloud VPN gateway with its VPC, and tunnels to customer gateways.
+
+Field names and value sets follow the console (see `catalogue`); API spellings are accepted too.
+Types, ranges and menus are checked here by pydantic; rules spanning several fields (mapping
+overlap, health-check addresses...) live in `rules`. `load_spec` runs both and raises
+`SpecInvalid` with every problem, each naming its field and rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from lab import catalogue as cat
+from lab.errors import LabError
+
+IPv4 = ipaddress.IPv4Address
+Cidr = ipaddress.IPv4Network
+
+
+def _menu(menu: tuple[cat.Option, ...]):
+    def pick(value: Any) -> str:
+        try:
+            return cat.lookup(menu, str(value)).console
+        except KeyError as allowed:
+            raise ValueError(f"must be one of {allowed.args[0]} (got {value!r})") from None
+
+    return BeforeValidator(pick)
+
+
+def _choice(table: dict[str, str]):
+    """Accept the console keyword or the API's spelling, case-insensitively."""
+
+    def pick(value: Any) -> str:
+        wanted = cat.normalise(str(value))
+        for key, api in table.items():
+            if wanted in (cat.normalise(key), cat.normalise(api)):
+                return key
+        raise ValueError(f"must be one of {', '.join(table)} (got {value!r})")
+
+    return BeforeValidator(pick)
+
+
+def _pfs(value: Any) -> str:
+    if value is None or cat.normalise(str(value)) in {"disable", "disabled", "off", "null", "none"}:
+        return "disable"
+    try:
+        return cat.lookup(cat.DH_GROUPS, str(value)).console
+    except KeyError:
+        allowed = ", ".join(o.console for o in cat.DH_GROUPS)
+        raise ValueError(f"must be disable or one of {allowed} (got {value!r})") from None
+
+
+Encryption = Annotated[str, _menu(cat.ENCRYPTION)]
+Integrity = Annotated[str, _menu(cat.INTEGRITY)]
+DhGroup = Annotated[str, _menu(cat.DH_GROUPS)]
+Pfs = Annotated[str, BeforeValidator(_pfs)]
+IkeVersion = Annotated[str, _choice(cat.IKE_VERSIONS)]
+ExchangeMode = Annotated[str, _choice(cat.EXCHANGE_MODES)]
+NegotiationType = Annotated[str, _choice(cat.NEGOTIATION_TYPES)]
+CommunicationMode = Annotated[str, _choice(cat.COMMUNICATION_MODES)]
+DpdAction = Annotated[str, _choice(cat.DPD_ACTIONS)]
+
+FQDN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]"
+                  r"([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Identity(Strict):
+    """Local or peer ID. An address ID without a value is the gateway's public IP."""
+
+    type: Literal["address", "fqdn"] = "address"
+    value: str | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, v: Any) -> str:
+        return {"ip": "address", "ipaddress": "address"}.get(cat.normalise(str(v)), str(v).lower())
+
+
+class IkeOptions(Strict):
+    version: IkeVersion = "v1"
+    encryption: Encryption = cat.DEFAULT_IKE_ENCRYPTION
+    integrity: Integrity = cat.DEFAULT_IKE_INTEGRITY
+    exchange_mode: ExchangeMode = "main"
+    local_id: Identity = Identity()
+    peer_id: Identity = Identity()
+    dh_group: DhGroup = cat.DEFAULT_DH_GROUP
+    sa_lifetime: Annotated[int, Field(ge=cat.IKE_LIFETIME_RANGE[0], le=cat.IKE_LIFETIME_RANGE[1])] = (
+        cat.DEFAULT_IKE_LIFETIME
+    )
+
+
+class IpsecOptions(Strict):
+    encryption: Encryption = cat.DEFAULT_IPSEC_ENCRYPTION
+    integrity: Integrity = cat.DEFAULT_IPSEC_INTEGRITY
+    pfs: Pfs = "disable"
+    sa_lifetime: Annotated[
+        int, Field(ge=cat.IPSEC_LIFETIME_RANGE[0], le=cat.IPSEC_LIFETIME_RANGE[1])
+    ] = cat.DEFAULT_IPSEC_LIFETIME
+    sa_lifetime_kb: Annotated[
+        int, Field(ge=cat.IPSEC_LIFETIME_KB_RANGE[0], le=cat.IPSEC_LIFETIME_KB_RANGE[1])
+    ] = cat.DEFAULT_IPSEC_LIFETIME_KB
+    encapsulation: Literal["tunnel"] = "tunnel"
+    protocol: Literal["esp"] = "esp"
+
+
+class SpdRule(Strict):
+    """One SPD rule: every local x peer CIDR pair is a mapping."""
+
+    local: Annotated[list[Cidr], Field(min_length=1)]
+    peer: Annotated[list[Cidr], Field(min_length=1)]
+
+
+class Dpd(Strict):
+    enabled: bool = True
+    timeout: int = 30
+    action: DpdAction = "disconnect"
+
+
+class HealthCheck(Strict):
+    """NQA probes from `local_ip` (cloud side) to `peer_ip` (customer side) through the tunnel."""
+
+    enabled: bool = False
+    local_ip: IPv4 | None = None
+    peer_ip: IPv4 | None = None
+    interval_ms: int = 2000
+    threshold: int = 3
+    timeout_ms: int = 1000
+
+
+class CustomerGateway(Strict):
+    public_ip: IPv4
+    idc_cidrs: list[Cidr] = []
+
+
+class CustomerOverrides(Strict):
+    """Deliberate differences on the customer side (everything else mirrors the cloud side)."""
+
+    pre_shared_key: SecretStr | None = None
+    ike: dict[str, Any] = {}
+    ipsec: dict[str, Any] = {}
+
+
+class Tunnel(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    customer_gateway: CustomerGateway
+    pre_shared_key: SecretStr
+    negotiation_type: NegotiationType = "active"
+    communication_mode: CommunicationMode = "spd-policy"
+    spd_rules: list[SpdRule] = []
+    dpd: Dpd = Dpd()
+    health_check: HealthCheck = HealthCheck()
+    ike: IkeOptions = IkeOptions()
+    ipsec: IpsecOptions = IpsecOptions()
+    customer: CustomerOverrides = CustomerOverrides()
+
+    @field_validator("pre_shared_key", mode="before")
+    @classmethod
+    def _secret_from_env(cls, v: Any) -> Any:
+        """`env:NAME` keeps the key out of the spec file."""
+        if isinstance(v, str) and v.startswith("env:"):
+            name = v[4:]
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name} is not set")
+            return os.environ[name]
+        return v
+
+    def mappings(self) -> list[tuple[Cidr, Cidr]]:
+        """(local, peer) pairs in the order the gateway negotiates them."""
+        return [(lo, pe) for rule in self.spd_rules for lo in rule.local for pe in rule.peer]
+
+    def idc_ranges(self) -> list[Cidr]:
+        return list(self.customer_gateway.idc_cidrs) or _unique(p for _, p in self.mappings())
+
+
+class Route(Strict):
+    """A route-table entry of the VPN gateway (destination-route mode)."""
+
+    destination: Cidr
+    tunnel: str
+
+
+class VpnGateway(Strict):
+    public_ip: IPv4 = IPv4("203.0.113.1")
+    vpc_cidr: Cidr = Cidr("10.0.0.0/16")
+    routes: list[Route] = []
+
+
+class LabSpec(Strict):
+    vpn_gateway: VpnGateway = VpnGateway()
+    tunnels: Annotated[list[Tunnel], Field(min_length=1)]
+
+    def tunnel(self, name: str) -> Tunnel:
+        return next(t for t in self.tunnels if t.name == name)
+
+
+def _unique(items) -> list:
+    seen: list = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+class SpecInvalid(LabError):
+    """Every problem found in a spec, each as `field: rule`."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: invalid tunnel spec\n{lines}")
+
+
+def _location(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"function-before[pick()]", "function-before[_pfs()]"}:
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_spec(data: Any, source: str = "spec") -> LabSpec:
+    """Validate a spec already loaded from YAML/JSON."""
+    from lab.rules import check_rules
+
+    if not isinstance(data, dict):
+        raise SpecInvalid(source, ["(top level): must be a mapping with vpn_gateway and tunnels"])
+    try:
+        spec = LabSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{_location(e['loc'])}: {_message(e)}" for e in exc.errors()]
+        raise SpecInvalid(source, problems) from None
+    problems = check_rules(spec)
+    if problems:
+        raise SpecInvalid(source, problems)
+    return spec
+
+
+def _message(error: dict) -> str:
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if error["type"] == "extra_forbidden":
+        msg = "unknown field (not part of the tunnel spec)"
+    return msg
+
+
+def load_spec(path: str | Path) -> LabSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read spec ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LabError(f"{path}: not valid YAML ({exc})") from None
+    return parse_spec(data, str(path))

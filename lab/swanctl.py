@@ -1,0 +1,82 @@
+"""Reads swanctl.conf (strongSwan's settings syntax) into the dictionaries VICI takes.
+
+swanctl itself does this before talking VICI; doing it here keeps the templates the single
+source of configuration while the orchestrator loads connections over VICI, per case.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from lab.errors import LabError
+
+# Keys swanctl sends as lists (comma separated in the file).
+LIST_KEYS = {
+    "local_addrs", "remote_addrs", "proposals", "esp_proposals", "ah_proposals",
+    "local_ts", "remote_ts", "vips", "pools", "groups", "cert_policy", "certs", "pubkeys",
+}
+SECTION = re.compile(r"^([\w.%:-]+)\s*\{$")
+SETTING = re.compile(r"^([\w.%:-]+)\s*=\s*(.*)$")
+
+
+def parse(text: str, source: str = "swanctl.conf") -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    stack = [root]
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        if line == "}":
+            if len(stack) == 1:
+                raise LabError(f"{source}:{number}: '}}' without an open section")
+            stack.pop()
+        elif m := SECTION.match(line):
+            stack.append(stack[-1].setdefault(m.group(1), {}))
+        elif m := SETTING.match(line):
+            key, value = m.group(1), _unquote(m.group(2).strip())
+            stack[-1][key] = [v.strip() for v in value.split(",") if v.strip()] \
+                if key in LIST_KEYS else value
+        else:
+            raise LabError(f"{source}:{number}: cannot read {line!r}")
+    if len(stack) != 1:
+        raise LabError(f"{source}: a section is not closed")
+    return root
+
+
+def _strip_comment(line: str) -> str:
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted:
+            return line[:i]
+    return line
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
+def secret_bytes(value: str) -> bytes:
+    """swanctl's encodings: 0s base64, 0x hex, else the literal string."""
+    if value.startswith("0s"):
+        return base64.b64decode(value[2:])
+    if value.startswith("0x"):
+        return bytes.fromhex(value[2:])
+    return value.encode()
+
+
+def shared_secrets(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """`secrets { ike-* {...} }` as VICI load-shared messages (id = unique secret name)."""
+    out = []
+    for name, section in config.get("secrets", {}).items():
+        if not name.startswith("ike"):
+            continue
+        owners = [v for k, v in section.items() if k.startswith("id")]
+        out.append({"id": name, "type": "IKE", "data": secret_bytes(section["secret"]),
+                    "owners": owners})
+    return out
