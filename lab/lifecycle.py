@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from lab import state as labstate
 from lab.backends import Backend, Progress, get_backend
 from lab.control import Vici, wait_socket
@@ -18,7 +20,7 @@ from lab.errors import LabError
 from lab.negotiation import establish
 from lab.plan import LabPlan, build_plan, check_lab_name
 from lab.render import render_gateway, write_private
-from lab.spec import LabSpec, load_spec
+from lab.spec import LabSpec, dump_spec, load_spec
 from lab.state import LabState
 
 DAEMON_START_TIMEOUT = 20.0
@@ -66,7 +68,7 @@ def up(spec_path: str | Path, name: str = "default", backend: str = "auto",
     plan = build_plan(spec, name, dataplane)
     chosen, why = choose_backend(backend)
     progress(f"backend {chosen.name} ({why}); dataplane {dataplane.name}")
-    state = labstate.create(name, chosen.name, Path(spec_path).read_text())
+    state = labstate.create(name, chosen.name, yaml.safe_dump(dump_spec(spec), sort_keys=False))
     state.backend_reason = why
     state.dataplane, state.dataplane_reason = dataplane.name, dataplane.reason
     state.save()

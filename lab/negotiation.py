@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from lab.backends import Progress
 from lab.control import InitiateFailed
 from lab.errors import LabError
-from lab.plan import Connection
 from lab.swanctl import parse
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ def lab_config(lab: Lab, node: str) -> dict[str, Any]:
     return config
 
 
-def mechanism(conn: Connection, negotiation_type: str, trap_policies: bool) -> str:
+def mechanism(negotiation_type: str, trap_policies: bool) -> str:
     if negotiation_type == "active":
         return "active: the cloud gateway initiates over VICI as soon as the tunnel is loaded"
     if negotiation_type == "passive":
@@ -64,7 +63,7 @@ def establish(lab: Lab, progress: Progress) -> None:
     for conn in cloud.connections:
         tunnel = lab.spec.tunnel(conn.tunnel)
         lab.state.negotiation[conn.tunnel] = mechanism(
-            conn, tunnel.negotiation_type, lab.plan.dataplane.trap_policies)
+            tunnel.negotiation_type, lab.plan.dataplane.trap_policies)
         if tunnel.negotiation_type == "traffic-triggered":
             triggered.append(conn.tunnel)
             continue

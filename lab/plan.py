@@ -92,7 +92,6 @@ class Connection:
     start_action: str
     children: list[Child]
     psk: str
-    initiates: bool  # whether the lab initiates from this side (negotiation type)
 
 
 @dataclass
@@ -182,15 +181,13 @@ def _connection(
         Child(f"{tunnel.name}-m{i + 1}", lo if side == "cloud" else pe, pe if side == "cloud" else lo)
         for i, (lo, pe) in enumerate(tunnel.mappings())
     ]
-    cloud_initiates = tunnel.negotiation_type == "active"
+    passive = tunnel.negotiation_type == "passive"
     if side == "cloud":
         start = {"active": "start", "passive": "none"}.get(tunnel.negotiation_type, "trap")
         if start == "trap" and not dataplane.trap_policies:
             start = "none"  # the lab's traffic trigger initiates instead (see lab.trigger)
-        initiates = cloud_initiates
-    else:
-        start = "none" if cloud_initiates else "start"
-        initiates = tunnel.negotiation_type == "passive"
+    else:  # the customer gateway initiates only when the cloud side never does
+        start = "start" if passive else "none"
     dpd = dpd_schedule(tunnel.dpd.timeout, ike.version) if tunnel.dpd.enabled else None
     life_bytes = ipsec.sa_lifetime_kb * 1024
     return Connection(
@@ -215,7 +212,6 @@ def _connection(
         start_action=start,
         children=children,
         psk=psk,
-        initiates=initiates,
     )
 
 

@@ -267,6 +267,27 @@ def _message(error: dict) -> str:
     return msg
 
 
+def dump_spec(spec: LabSpec) -> dict[str, Any]:
+    """The spec as plain YAML/JSON data, with pre-shared keys revealed (env: resolved).
+
+    For files the lab keeps privately (mode 0600): a running lab must not depend on the
+    environment of whoever brought it up.
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv4Network):
+            return str(value)
+        return value
+
+    return plain(spec.model_dump())
+
+
 def load_spec(path: str | Path) -> LabSpec:
     path = Path(path)
     try:

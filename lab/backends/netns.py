@@ -20,7 +20,7 @@ from pyroute2 import NetNS, netns
 
 from lab.backends import AGENT, Backend, Progress
 from lab.errors import LabError
-from lab.plan import LabPlan, Node
+from lab.plan import WAN, LabPlan, Node
 from lab.state import LabState, NodeState, lab_dir
 
 CHARON = "/usr/sbin/charon-systemd"
@@ -94,7 +94,11 @@ class NetnsBackend(Backend):
                              prefixlen=addr.network.prefixlen)
                 if bridge is not None:
                     ipr.link("set", index=index, master=bridge)
+                if iface.name == WAN or bridge is not None:
+                    _no_multicast(ipr, index)
                 ipr.link("set", index=index, state="up")
+            if bridge is not None:
+                _no_multicast(ipr, bridge)
             for route in node.routes:
                 spec = {"dst": str(route.destination)}
                 if route.via:
@@ -167,6 +171,14 @@ class NetnsBackend(Backend):
 
     def leftovers(self, name: str) -> list[str]:
         return [f"namespace {ns}" for ns in self._namespaces(name)]
+
+
+IFF_MULTICAST = 0x1000
+
+
+def _no_multicast(ipr: NetNS, index: int) -> None:
+    """No IGMP reports on the internet segment: the wire check expects IKE and ESP only."""
+    ipr.link("set", index=index, flags=0, change=IFF_MULTICAST)
 
 
 def _stop(pids: list[int], grace: float = 5.0) -> int:

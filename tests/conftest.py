@@ -1,0 +1,38 @@
+"""Shared fixtures: the backends integration tests run on, and example paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "configs" / "examples"
+
+
+def _docker_unavailable() -> str | None:
+    try:
+        from lab.backends.docker import DockerBackend  # noqa: F401
+    except ImportError as exc:
+        return f"the docker backend cannot be imported here ({exc})"
+    from lab.engine import engine_client
+
+    if engine_client() is None:
+        return "no Docker engine answers (make lab-up or .ci/run starts one)"
+    return None
+
+
+@pytest.fixture(params=["netns", "docker"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Integration tests run on both backends; docker skips only where no engine runs."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and strongSwan daemons")
+    if request.param == "docker" and (why := _docker_unavailable()):
+        pytest.skip(why)
+    return request.param
+
+
+@pytest.fixture
+def examples() -> Path:
+    return EXAMPLES

@@ -1,0 +1,171 @@
+"""Integration: real strongSwan daemons, real packets, on each backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab import lifecycle
+from lab import state as labstate
+from lab.backends import get_backend
+from lab.errors import LabError
+from lab.negotiation import TunnelFailed
+from tests.conftest import EXAMPLES
+from tests.test_spec import spec
+
+pytestmark = pytest.mark.integration
+
+
+def findings(report, plane, check=None):
+    return [f for f in report.findings if f.plane == plane and (check is None or f.check == check)]
+
+
+def assert_all_pass(report):
+    failed = [f for f in report.findings if not f.ok]
+    assert not failed, failed
+
+
+def assert_gone(name, backend):
+    assert get_backend(backend).leftovers(name) == []
+    assert not labstate.lab_dir(name).exists()
+
+
+def test_default_ikev2(ipsec_lab, backend):
+    lab = ipsec_lab(EXAMPLES / "default.yaml", backend)
+    report = lab.check()
+    assert_all_pass(report)
+    pfs = findings(report, "control", "PFS")
+    assert len(pfs) == 2 and all("MODP_2048 after a CHILD_SA rekey" in f.detail for f in pfs)
+    assert len(findings(report, "data")) == 4  # udp + icmp, both directions
+    wire = {f.check: f for f in findings(report, "wire")}
+    assert wire["no marker in clear"].ok and wire["ESP carried the probes"].ok
+    with lab.vici("vpngw") as v:
+        ike = next(sa for sa in v.sas() if sa["name"] == "tunnel-default")
+    assert (ike["version"], ike["initiator"], ike["encr-alg"], ike["dh-group"]) == \
+        ("2", "yes", "AES_CBC", "MODP_2048")
+
+
+def test_ikev1_main_with_psk_from_environment(ipsec_lab, backend, monkeypatch):
+    monkeypatch.setenv("IPSEC_LAB_PSK_V1MAIN", "v1-main-test-key")
+    lab = ipsec_lab(EXAMPLES / "ikev1-main.yaml", backend)
+    report = lab.check()
+    assert_all_pass(report)
+    assert all("MODP_1024 in quick mode" in f.detail for f in findings(report, "control", "PFS"))
+    with lab.vici("cgw1") as v:
+        ike = next(sa for sa in v.sas() if sa["name"] == "tunnel-ikev1-main")
+    assert (ike["version"], ike["encr-alg"], ike["integ-alg"]) == ("1", "3DES_CBC", "HMAC_SHA1_96")
+
+
+def test_ikev1_aggressive_fqdn_passive(ipsec_lab, backend):
+    lab = ipsec_lab(EXAMPLES / "ikev1-aggressive-fqdn.yaml", backend)
+    with lab.vici("vpngw") as v:
+        ike = next(sa for sa in v.sas() if sa["name"] == "tunnel-ikev1-aggr")
+    # passive: the customer gateway initiated; the IDs are the FQDNs
+    assert (ike.get("initiator", "no"), ike["local-id"], ike["remote-id"]) == \
+        ("no", "vpngw.cloud.example", "cgw.idc.example")
+    report = lab.check()
+    assert_all_pass(report)
+    assert all("DH none in quick mode" in f.detail for f in findings(report, "control", "PFS"))
+
+
+def test_multi_mapping_spd(ipsec_lab, backend):
+    lab = ipsec_lab(EXAMPLES / "spd-multi-mapping.yaml", backend)
+    report = lab.check()
+    assert_all_pass(report)
+    installed = findings(report, "control", "CHILD_SA installed")
+    assert len(installed) == 8  # 4 mappings x 2 gateways
+    assert len(findings(report, "data")) == 16
+    with lab.vici("cgw1") as v:
+        children = [c for sa in v.sas() for c in sa["child-sas"].values()
+                    if c["state"] == "INSTALLED"]
+    assert sorted((c["local-ts"][0], c["remote-ts"][0]) for c in children) == [
+        ("192.168.0.0/24", "10.0.0.0/24"), ("192.168.1.0/24", "10.0.0.0/24"),
+        ("192.168.2.0/24", "10.0.1.0/24"), ("192.168.2.0/24", "10.0.2.0/24")]
+
+
+def test_traffic_triggered_waits_for_vpc_traffic(ipsec_lab, backend):
+    lab = ipsec_lab(spec(negotiation_type="traffic-triggered", ike={"version": "v2"}), backend)
+    with lab.vici("vpngw") as v:
+        assert v.sas() == []  # nothing negotiated before traffic
+    with lab.capture() as wire:
+        lab.send("vpc", [{"src": "10.0.1.10", "dst": "192.168.1.10", "proto": "udp",
+                          "marker": wire.prefix + "-go"}])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with lab.vici("vpngw") as v:
+                if any(c["state"] == "INSTALLED" for sa in v.sas()
+                       for c in sa["child-sas"].values()):
+                    break
+            time.sleep(0.1)
+    first_ike = min((t, k) for k, t in wire.result["first"].items() if k.startswith("udp/500"))
+    assert first_ike[1].endswith("203.0.113.1>198.51.100.2")  # the cloud gateway spoke first
+    assert wire.result["leaked"] == []
+    assert_all_pass(lab.check())
+
+
+def test_wrong_psk_fails_with_authentication_error_and_leaves_nothing(backend, tmp_path):
+    path = tmp_path / "wrong.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(spec(ike={"version": "v2"},
+                                        customer={"pre_shared_key": "not-the-cloud-key"})))
+    name = f"wpsk{os.getpid() % 10000}"
+    with pytest.raises(TunnelFailed) as info:
+        lifecycle.up(path, name, backend)
+    assert info.value.reason == "authentication failed (pre-shared key or ID mismatch)"
+    assert "not-the-cloud-key" not in str(info.value)
+    assert_gone(name, backend)
+
+
+def test_proposal_mismatch_is_named(backend, tmp_path):
+    import yaml
+
+    path = tmp_path / "mismatch.yaml"
+    path.write_text(yaml.safe_dump(spec(ike={"version": "v2", "encryption": "AES-128"},
+                                        customer={"ike": {"encryption": "AES-256"}})))
+    name = f"prop{os.getpid() % 10000}"
+    with pytest.raises(TunnelFailed) as info:
+        lifecycle.up(path, name, backend)
+    assert info.value.reason == "no proposal chosen (algorithm mismatch)"
+    assert_gone(name, backend)
+
+
+def test_up_twice_is_refused(ipsec_lab, backend):
+    lab = ipsec_lab(EXAMPLES / "default.yaml", backend)
+    with pytest.raises(LabError, match="already up"):
+        lifecycle.up(EXAMPLES / "default.yaml", lab.name, backend)
+    assert lab.check().ok  # the running lab was not disturbed
+
+
+def test_down_after_the_orchestrator_is_killed(backend):
+    name = f"kill{os.getpid() % 10000}"
+    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "up", str(EXAMPLES / "default.yaml"),
+                             "--name", name, "--backend", backend],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = labstate.lab_dir(name) / "state.json"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # kill it as soon as it has started a daemon
+            if state_file.exists() and any(k.startswith("charon:") for k in
+                                           json.loads(state_file.read_text() or "{}")["pids"]):
+                break
+            assert proc.poll() is None, "up finished before it could be killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert get_backend(backend).leftovers(name)  # it left something behind
+    finally:
+        result = subprocess.run([sys.executable, "-m", "lab.cli", "down", "--name", name],
+                                capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert_gone(name, backend)
+    assert subprocess.run(["pgrep", "-f", f"ipsec-lab/{name}/"], capture_output=True).stdout == b""
+    again = subprocess.run([sys.executable, "-m", "lab.cli", "down", "--name", name],
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing to remove" in again.stdout
