@@ -18,6 +18,19 @@ import sys
 import threading
 
 
+def _scapy():
+    """Only the layers the probes use: `scapy.all` costs ~1 s of CPU per process."""
+    from scapy.config import conf
+
+    conf.load_layers = []
+    conf.verb = 0
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.packet import Raw
+    from scapy.sendrecv import AsyncSniffer, send
+
+    return AsyncSniffer, send, IP, UDP, ICMP, Raw
+
+
 def _emit(obj: object) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -42,8 +55,7 @@ def listen(args: argparse.Namespace) -> None:
 
     Only expected markers count: the node's own outgoing probes pass the same sniffer.
     """
-    from scapy.all import AsyncSniffer
-
+    AsyncSniffer, *_ = _scapy()
     prefix = args.prefix.encode()
     wanted = set(json.loads(sys.stdin.read() or "[]"))
     got: set[str] = set()
@@ -63,10 +75,7 @@ def listen(args: argparse.Namespace) -> None:
 
 def send(args: argparse.Namespace) -> None:
     """Send each probe once: UDP carries the marker one way; ICMP echo brings it back."""
-    from scapy.all import ICMP, IP, UDP, AsyncSniffer, Raw, conf
-    from scapy.all import send as l3send
-
-    conf.verb = 0
+    AsyncSniffer, l3send, IP, UDP, ICMP, Raw = _scapy()
     probes = json.loads(sys.stdin.read())
     prefix = args.prefix.encode()
     echoed: set[str] = set()
@@ -94,8 +103,7 @@ def send(args: argparse.Namespace) -> None:
 
 def capture(args: argparse.Namespace) -> None:
     """Summarise every IPv4 packet on the segment; flag any payload carrying a marker."""
-    from scapy.all import IP, UDP, AsyncSniffer
-
+    AsyncSniffer, _, IP, UDP, _, _ = _scapy()
     prefix = args.prefix.encode()
     counts: dict[str, int] = {}
     other: list[str] = []

@@ -10,8 +10,10 @@ grepped text:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import select
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,15 +63,19 @@ class CheckReport:
 def run_check(lab: Lab, *, rekey: bool = True) -> CheckReport:
     report = CheckReport(lab.state.name, lab.state.backend, lab.state.dataplane)
     prefix = f"ILAB{secrets.token_hex(4)}"
+    # Every probe process starts now, in parallel: importing scapy is most of a check's time.
     capture = Agent(lab, lab.plan.internet_node,
                     ["capture", "--iface", lab.plan.node(lab.plan.internet_node).bridge or "br0",
                      "--prefix", prefix])
+    data = DataPlane(lab, prefix)
     try:
+        capture.wait_ready()
         trigger_waiting(lab, report, prefix)
         for conn in lab.plan.gateways[0].connections:
             control_plane(lab, report, conn.tunnel, rekey)
-        data_plane(lab, report, prefix)
+        data.run(report)
     finally:
+        data.stop()
         wire = capture.finish()
     wire_check(report, wire)
     return report
@@ -217,44 +223,53 @@ def trigger_waiting(lab: Lab, report: CheckReport, prefix: str) -> None:
 
 
 # -- data plane -------------------------------------------------------------------------------------
-def data_plane(lab: Lab, report: CheckReport, prefix: str) -> None:
+class DataPlane:
     """UDP both ways and ICMP echo both ways, per mapping, all markers accounted for."""
-    sends: dict[str, list[dict[str, str]]] = {}
-    expect: dict[str, list[str]] = {}
-    meta: dict[str, tuple[str, str, str]] = {}
-    for n, p in enumerate(lab.plan.probes):
-        for direction, src_node, src, dst_node, dst in (
-            ("idc->vpc", p.idc_node, p.idc_addr, p.vpc_node, p.vpc_addr),
-            ("vpc->idc", p.vpc_node, p.vpc_addr, p.idc_node, p.idc_addr),
-        ):
-            for proto in ("udp", "icmp"):
-                marker = f"{prefix}-{n}-{direction.replace('->', '2')}-{proto}"
-                sends.setdefault(src_node, []).append(
-                    {"src": str(src), "dst": str(dst), "proto": proto, "marker": marker})
-                if proto == "udp":
-                    expect.setdefault(dst_node, []).append(marker)
-                meta[marker] = (p.tunnel, f"{p.child} {src} -> {dst}", f"{proto} {direction}")
-    listeners = {
-        node: Agent(lab, node, ["listen", "--iface", "eth0", "--prefix", prefix,
-                                "--port", str(PROBE_PORT), "--timeout", str(PROBE_TIMEOUT)],
-                    stdin=json.dumps(markers))
-        for node, markers in expect.items()
-    }
-    senders = [
-        Agent(lab, node, ["send", "--iface", "eth0", "--prefix", prefix, "--port",
-                          str(PROBE_PORT), "--timeout", str(PROBE_TIMEOUT)],
-              stdin=json.dumps(batch), wait_ready=False)
-        for node, batch in sends.items()
-    ]
-    arrived: set[str] = set()
-    for agent in senders:
-        arrived.update(agent.finish().get("echoed", []))
-    for agent in listeners.values():
-        arrived.update(agent.finish().get("received", []))
-    for marker, (tunnel, subject, what) in meta.items():
-        ok = marker in arrived
-        report.add(tunnel, subject, "data", what, ok,
-                   "marker delivered" if ok else "marker not delivered")
+
+    def __init__(self, lab: Lab, prefix: str):
+        sends: dict[str, list[dict[str, str]]] = {}
+        expect: dict[str, list[str]] = {}
+        self.meta: dict[str, tuple[str, str, str]] = {}
+        for n, p in enumerate(lab.plan.probes):
+            for direction, src_node, src, dst_node, dst in (
+                ("idc->vpc", p.idc_node, p.idc_addr, p.vpc_node, p.vpc_addr),
+                ("vpc->idc", p.vpc_node, p.vpc_addr, p.idc_node, p.idc_addr),
+            ):
+                for proto in ("udp", "icmp"):
+                    marker = f"{prefix}-{n}-{direction.replace('->', '2')}-{proto}"
+                    sends.setdefault(src_node, []).append(
+                        {"src": str(src), "dst": str(dst), "proto": proto, "marker": marker})
+                    if proto == "udp":
+                        expect.setdefault(dst_node, []).append(marker)
+                    self.meta[marker] = (p.tunnel, f"{p.child} {src} -> {dst}",
+                                         f"{proto} {direction}")
+        common = ["--iface", "eth0", "--prefix", prefix, "--port", str(PROBE_PORT),
+                  "--timeout", str(PROBE_TIMEOUT)]
+        self.listeners = [Agent(lab, node, ["listen", *common], stdin=json.dumps(markers))
+                          for node, markers in expect.items()]
+        # senders import scapy now and block on stdin until `run` hands them their probes
+        self.senders = [(Agent(lab, node, ["send", *common]), batch)
+                        for node, batch in sends.items()]
+
+    def run(self, report: CheckReport) -> None:
+        for agent in self.listeners:
+            agent.wait_ready()
+        for agent, batch in self.senders:
+            agent.feed(json.dumps(batch))
+        arrived: set[str] = set()
+        for agent, _ in self.senders:
+            arrived.update(agent.finish().get("echoed", []))
+        for agent in self.listeners:
+            arrived.update(agent.finish().get("received", []))
+        for marker, (tunnel, subject, what) in self.meta.items():
+            ok = marker in arrived
+            report.add(tunnel, subject, "data", what, ok,
+                       "marker delivered" if ok else "marker not delivered")
+
+    def stop(self) -> None:
+        """Ends agents still running (after a failure before `run`)."""
+        for agent in [*self.listeners, *(a for a, _ in self.senders)]:
+            agent.kill()
 
 
 # -- wire ---------------------------------------------------------------------------------------------
@@ -275,46 +290,47 @@ def wire_check(report: CheckReport, wire: dict[str, Any]) -> None:
 
 # -- the probe agent, run in a node ------------------------------------------------------------------
 class Agent:
-    """lab/agent.py running in a node: waits for its `ready` line, then for its result."""
+    """lab/agent.py running in a node: a `ready` line once listening, then one result line."""
 
-    def __init__(self, lab: Lab, node: str, args: list[str], stdin: str | None = None,
-                 wait_ready: bool | None = None):
-        self.node = node
+    def __init__(self, lab: Lab, node: str, args: list[str], stdin: str | None = None):
+        self.node, self.mode = node, args[0]
         self.proc = lab.backend.spawn(lab.state, node, lab.backend.agent() + args)
-        mode = args[0]
         if stdin is not None:
-            assert self.proc.stdin
-            self.proc.stdin.write(stdin)
-            self._close_stdin()
-        if wait_ready if wait_ready is not None else mode in ("listen", "capture"):
-            line = self._line(AGENT_START_TIMEOUT)
-            if '"ready"' not in line:
-                raise LabError(f"probe agent ({mode}) in {node} did not start: "
-                               f"{self._stderr()}")
+            self.feed(stdin)
 
-    def _close_stdin(self) -> None:
+    def feed(self, text: str) -> None:
+        """Hand the agent its input and close stdin (which also stops a capture)."""
         if self.proc.stdin:
-            self.proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.write(text)
+                self.proc.stdin.close()
             self.proc.stdin = None  # communicate() would flush a closed pipe
 
-    def _line(self, timeout: float) -> str:
+    def wait_ready(self, timeout: float = AGENT_START_TIMEOUT) -> None:
         assert self.proc.stdout
-        import select
-
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline() if ready else ""
+        line = self.proc.stdout.readline() if ready else ""
+        if '"ready"' not in line:
+            self.kill()
+            raise LabError(f"probe agent ({self.mode}) in {self.node} did not start: "
+                           f"{self._stderr()}")
 
     def _stderr(self) -> str:
         try:
-            self.proc.kill()
             _, err = self.proc.communicate(timeout=5)
         except (subprocess.TimeoutExpired, ValueError):
             err = ""
         return (err or "").strip()[-500:]
 
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
+                self.proc.communicate(timeout=5)
+
     def finish(self, timeout: float = 60.0) -> dict[str, Any]:
         """Close stdin (stops a capture) and read the result line."""
-        self._close_stdin()
+        self.feed("")
         try:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -323,5 +339,6 @@ class Agent:
         lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
         results = [json.loads(ln) for ln in lines if '"ready"' not in ln]
         if not results:
-            raise LabError(f"probe agent in {self.node} gave no result: {(err or '').strip()[-500:]}")
+            raise LabError(f"probe agent ({self.mode}) in {self.node} gave no result: "
+                           f"{(err or '').strip()[-500:]}")
         return results[-1]

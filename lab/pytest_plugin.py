@@ -71,6 +71,7 @@ class LabHandle:
         agent = Agent(self.lab, node, ["capture", "--iface",
                                        self.lab.plan.node(node).bridge or "br0",
                                        "--prefix", cap.prefix])
+        agent.wait_ready()
         try:
             yield cap
         finally:

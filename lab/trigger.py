@@ -40,7 +40,11 @@ def main() -> None:
     socket_path = lab.backend.host_dir(lab.state.name, cloud.node) / "charon.vici"
     netns.setns(lab.backend.netns_path(lab.state, cloud.node), flags=0)
 
-    from scapy.all import IP, AsyncSniffer
+    from scapy.config import conf
+
+    conf.load_layers = []
+    from scapy.layers.inet import IP
+    from scapy.sendrecv import AsyncSniffer
 
     busy: set[str] = set()
     lock = threading.Lock()

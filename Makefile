@@ -1,0 +1,34 @@
+# ipsec-lab: `make lab-up` installs what is missing and shows a verified tunnel; `make test` runs
+# the test suite. Both need root (network namespaces, strongSwan daemons).
+SPEC    ?= configs/examples/default.yaml
+NAME    ?= default
+BACKEND ?= auto
+LAB     := .venv/bin/ipsec-lab
+
+.PHONY: setup lab-up lab-down lab-status check test lint bench
+
+setup:
+	@scripts/setup --docker
+
+lab-up: setup
+	@$(LAB) status --name $(NAME) >/dev/null 2>&1 && echo "lab $(NAME) is already up" || \
+		$(LAB) up $(SPEC) --name $(NAME) --backend $(BACKEND)
+	$(LAB) check --name $(NAME)
+
+check:
+	$(LAB) check --name $(NAME)
+
+lab-status:
+	$(LAB) status --name $(NAME)
+
+lab-down:
+	$(LAB) down --name $(NAME)
+
+test: setup
+	.venv/bin/pytest -ra
+
+lint: setup
+	.venv/bin/ruff check lab tests bench
+
+bench: setup
+	.venv/bin/python -m bench.up_to_verified

@@ -1,0 +1,648 @@
+"""Matrix cases: which cloud-tunnel settings to try, and what each try should end in.
+
+A case is data (console labels, like the spec), so the executor turns it into a `Tunnel` with
+`to_tunnel_fields` and nothing here starts a daemon. Value sets come from `lab.catalogue`, the one
+source of truth for the menus. Every generator returns cases in a stable order with unique ids, so
+`shard` and `--resume` can rely on it across runs and machines.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lab import catalogue as cat
+from lab.errors import LabError
+
+# What a case is expected to end in (and what the executor reports as its outcome).
+ESTABLISHED = "established"
+PROPOSAL_IKE = "ike proposal mismatch"
+PROPOSAL_IPSEC = "ipsec proposal mismatch"
+PFS = "pfs mismatch"
+VERSION = "ike version mismatch"
+MODE = "exchange mode mismatch"
+PSK = "authentication failed"
+ID = "id mismatch"
+TS = "traffic selector mismatch"
+TIMEOUT = "timeout"  # observed only (nothing answered); no negative case provokes it
+UNSUPPORTED = "unsupported by the strongSwan endpoints"
+ERROR = "error"  # the lab itself failed; never expected
+
+NEGATIVE_REASONS = (PROPOSAL_IKE, PROPOSAL_IPSEC, PFS, VERSION, MODE, PSK, ID, TS)
+REASONS = (*NEGATIVE_REASONS, TIMEOUT, UNSUPPORTED)
+_NEG_SLUG = {
+    PROPOSAL_IKE: "ike-proposal", PROPOSAL_IPSEC: "ipsec-proposal", PFS: "pfs", VERSION: "version",
+    MODE: "mode", PSK: "psk", ID: "id", TS: "ts",
+}
+
+# Identities used when a case asks for FQDN IDs (address IDs are the gateways' public IPs).
+CLOUD_FQDN = "vpn.cloud.ipsec-lab.test"
+CUSTOMER_FQDN = "cgw.customer.ipsec-lab.test"
+WRONG_FQDN = "not-the-cloud.ipsec-lab.test"
+WRONG_PSK = "matrix-negative-wrong-pre-shared-key"  # deliberately not the tunnel's key
+
+Kind = Literal["positive", "negative"]
+Dimensions = dict[str, tuple[str, ...]]
+
+# Dimension order = id order = pairwise fill order.
+CORE_DIMENSIONS = (
+    "ike_version", "exchange_mode", "ike_encryption", "ike_integrity", "dh_group",
+    "local_id_type", "peer_id_type", "ipsec_encryption", "ipsec_integrity", "pfs",
+)
+LIFETIME_DIMENSIONS = ("ike_sa_lifetime", "ipsec_sa_lifetime")  # only when asked for
+ALL_DIMENSIONS = CORE_DIMENSIONS + LIFETIME_DIMENSIONS
+ID_TYPES = ("address", "fqdn")
+STRATEGIES = ("pairwise", "full", "sweep", "ikev2-125")
+
+
+# --- value spellings -------------------------------------------------------------------------
+
+def _consoles(menu: tuple[cat.Option, ...]) -> tuple[str, ...]:
+    return tuple(o.console for o in menu)
+
+
+def _menu_value(menu: tuple[cat.Option, ...]) -> Callable[[str], str]:
+    def pick(value: str) -> str:
+        return cat.lookup(menu, value).console
+
+    return pick
+
+
+def _table_value(table: dict[str, str]) -> Callable[[str], str]:
+    def pick(value: str) -> str:
+        wanted = cat.normalise(value)
+        for key, api in table.items():
+            if wanted in (cat.normalise(key), cat.normalise(api)):
+                return key
+        raise KeyError(", ".join(table))
+
+    return pick
+
+
+def _pfs_value(value: str) -> str:
+    if cat.normalise(value) in {"disable", "disabled", "off", "none", "null"}:
+        return "disable"
+    try:
+        return cat.lookup(cat.DH_GROUPS, value).console
+    except KeyError:
+        raise KeyError("disable, " + ", ".join(_consoles(cat.DH_GROUPS))) from None
+
+
+def _id_type_value(value: str) -> str:
+    wanted = {"ip": "address", "ipaddress": "address"}.get(cat.normalise(value), cat.normalise(value))
+    if wanted not in ID_TYPES:
+        raise KeyError(", ".join(ID_TYPES))
+    return wanted
+
+
+def _lifetime_value(bounds: tuple[int, int]) -> Callable[[str], str]:
+    def pick(value: str) -> str:
+        try:
+            seconds = int(str(value).strip())
+        except ValueError:
+            seconds = -1
+        if not bounds[0] <= seconds <= bounds[1]:
+            raise KeyError(f"seconds in {bounds[0]}..{bounds[1]}")
+        return str(seconds)
+
+    return pick
+
+
+_CANONICAL: dict[str, Callable[[str], str]] = {
+    "ike_version": _table_value(cat.IKE_VERSIONS),
+    "exchange_mode": _table_value(cat.EXCHANGE_MODES),
+    "ike_encryption": _menu_value(cat.ENCRYPTION),
+    "ike_integrity": _menu_value(cat.INTEGRITY),
+    "dh_group": _menu_value(cat.DH_GROUPS),
+    "local_id_type": _id_type_value,
+    "peer_id_type": _id_type_value,
+    "ipsec_encryption": _menu_value(cat.ENCRYPTION),
+    "ipsec_integrity": _menu_value(cat.INTEGRITY),
+    "pfs": _pfs_value,
+    "ike_sa_lifetime": _lifetime_value(cat.IKE_LIFETIME_RANGE),
+    "ipsec_sa_lifetime": _lifetime_value(cat.IPSEC_LIFETIME_RANGE),
+}
+_MENUS = {
+    "ike_encryption": cat.ENCRYPTION, "ike_integrity": cat.INTEGRITY, "dh_group": cat.DH_GROUPS,
+    "ipsec_encryption": cat.ENCRYPTION, "ipsec_integrity": cat.INTEGRITY, "pfs": cat.DH_GROUPS,
+}
+
+
+def canonical(dimension: str, value: Any) -> str:
+    """The console label for `value` in any spelling the catalogue accepts; LabError otherwise."""
+    if dimension not in _CANONICAL:
+        raise LabError(f"unknown matrix dimension {dimension!r}; known: {', '.join(ALL_DIMENSIONS)}")
+    try:
+        return _CANONICAL[dimension](str(value))
+    except KeyError as allowed:
+        raise LabError(
+            f"matrix dimension {dimension}: {value!r} is not a value; allowed: {allowed.args[0]}"
+        ) from None
+
+
+def is_supported(dimension: str, value: str) -> bool:
+    """False for menu entries strongSwan cannot run (SM4, SM3)."""
+    menu = _MENUS.get(dimension)
+    if menu is None or (dimension == "pfs" and value == "disable"):
+        return True
+    return cat.by_console(menu, value).supported
+
+
+def default_dimensions() -> Dimensions:
+    """Every menu value of every core dimension, in catalogue order (SM4/SM3 included)."""
+    return {
+        "ike_version": tuple(cat.IKE_VERSIONS),
+        "exchange_mode": tuple(cat.EXCHANGE_MODES),
+        "ike_encryption": _consoles(cat.ENCRYPTION),
+        "ike_integrity": _consoles(cat.INTEGRITY),
+        "dh_group": _consoles(cat.DH_GROUPS),
+        "local_id_type": ID_TYPES,
+        "peer_id_type": ID_TYPES,
+        "ipsec_encryption": _consoles(cat.ENCRYPTION),
+        "ipsec_integrity": _consoles(cat.INTEGRITY),
+        "pfs": ("disable", *_consoles(cat.DH_GROUPS)),
+    }
+
+
+# --- cases -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One cell of the matrix: cloud settings (`params`), customer deviations, and the expectation."""
+
+    id: str
+    params: dict[str, str]
+    kind: Kind = "positive"
+    expect: str = ESTABLISHED
+    customer: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # dict fields are not hashable; the id is unique by construction
+        return hash(self.id)
+
+    @property
+    def unsupported(self) -> bool:
+        return any(not is_supported(d, v) for d, v in self.params.items())
+
+
+def _token(dimension: str, value: str) -> str:
+    menu = _MENUS.get(dimension)
+    if dimension == "pfs":
+        return "nopfs" if value == "disable" else f"pfs-{value.lower()}"
+    if dimension == "dh_group":
+        return value.lower()
+    if menu is not None:
+        return cat.by_console(menu, value).keyword or value.lower()
+    return value
+
+
+def case_id(params: Mapping[str, str], negative: str | None = None) -> str:
+    """Readable and deterministic, e.g. `v2-main-aes128-sha256-dh14--esp-aes128-sha1-pfs-dh14`."""
+    ike = [params["ike_version"], params["exchange_mode"]] + [
+        _token(d, params[d]) for d in ("ike_encryption", "ike_integrity", "dh_group")
+    ]
+    ids = (params.get("local_id_type", "address"), params.get("peer_id_type", "address"))
+    if ids != ("address", "address"):
+        ike.append("id-" + "-".join("addr" if t == "address" else t for t in ids))
+    if "ike_sa_lifetime" in params:
+        ike.append(f"life-{params['ike_sa_lifetime']}")
+    esp = ["esp"] + [_token(d, params[d]) for d in ("ipsec_encryption", "ipsec_integrity", "pfs")]
+    if "ipsec_sa_lifetime" in params:
+        esp.append(f"life-{params['ipsec_sa_lifetime']}")
+    text = "-".join(ike) + "--" + "-".join(esp)
+    return f"{text}--neg-{_NEG_SLUG[negative]}" if negative else text
+
+
+def _valid(params: Mapping[str, str]) -> bool:
+    """Aggressive mode exists only in IKEv1 (v2 cases are always `main`)."""
+    return not (params.get("ike_version") == "v2" and params.get("exchange_mode") == "aggressive")
+
+
+def make_case(params: Mapping[str, str]) -> Case:
+    """A positive case; cells with SM4/SM3 are kept and expected to be refused, never dropped."""
+    clean = {d: canonical(d, params[d]) for d in ALL_DIMENSIONS if d in params}
+    missing = [d for d in CORE_DIMENSIONS if d not in clean]
+    if missing:
+        raise LabError(f"matrix case: missing dimension(s) {', '.join(missing)}")
+    if clean["ike_version"] == "v2":
+        clean["exchange_mode"] = "main"
+    case = Case(case_id(clean), clean)
+    return Case(case.id, clean, expect=UNSUPPORTED) if case.unsupported else case
+
+
+def _dedupe(cases: Iterable[Case]) -> list[Case]:
+    seen: set[str] = set()
+    out = []
+    for c in cases:
+        if c.id not in seen:
+            seen.add(c.id)
+            out.append(c)
+    return out
+
+
+def to_tunnel_fields(case: Case) -> dict[str, Any]:
+    """`ike`, `ipsec` and `customer` for the spec's Tunnel, plus `swap_ts` for the executor.
+
+    `customer` fits `CustomerOverrides` (its ike/ipsec are the customer's own settings, in the
+    customer's perspective: `peer_id` is the ID the customer expects of the cloud). `swap_ts` is
+    not part of the spec: when true, the customer's local and remote selectors are swapped.
+    """
+    p = case.params
+    ike: dict[str, Any] = {
+        "version": p["ike_version"],
+        "exchange_mode": p["exchange_mode"],
+        "encryption": p["ike_encryption"],
+        "integrity": p["ike_integrity"],
+        "dh_group": p["dh_group"],
+        "local_id": _identity(p["local_id_type"], CLOUD_FQDN),
+        "peer_id": _identity(p["peer_id_type"], CUSTOMER_FQDN),
+    }
+    ipsec: dict[str, Any] = {
+        "encryption": p["ipsec_encryption"], "integrity": p["ipsec_integrity"], "pfs": p["pfs"],
+    }
+    if "ike_sa_lifetime" in p:
+        ike["sa_lifetime"] = int(p["ike_sa_lifetime"])
+    if "ipsec_sa_lifetime" in p:
+        ipsec["sa_lifetime"] = int(p["ipsec_sa_lifetime"])
+    customer = {k: v for k, v in case.customer.items() if k != "swap_ts"}
+    return {
+        "ike": ike,
+        "ipsec": ipsec,
+        "customer": customer,
+        "swap_ts": bool(case.customer.get("swap_ts", False)),
+    }
+
+
+def _identity(kind: str, fqdn: str) -> dict[str, str | None]:
+    return {"type": "fqdn", "value": fqdn} if kind == "fqdn" else {"type": "address", "value": None}
+
+
+# --- dimensions from the command line and matrix files ---------------------------------------
+
+def restrict(dims: Dimensions, wanted: Mapping[str, Sequence[str] | str]) -> Dimensions:
+    """`dims` with some dimensions narrowed (or lifetime dimensions added), in catalogue order."""
+    out = dict(dims)
+    for dimension, values in wanted.items():
+        if dimension not in _CANONICAL:
+            raise LabError(
+                f"unknown matrix dimension {dimension!r}; known: {', '.join(ALL_DIMENSIONS)}"
+            )
+        items = [v.strip() for v in values.split(",")] if isinstance(values, str) else list(values)
+        picked = {canonical(dimension, v) for v in items if str(v).strip()}
+        if not picked:
+            raise LabError(f"matrix dimension {dimension}: needs at least one value")
+        reference = default_dimensions().get(dimension)
+        if reference is None:  # lifetimes: numeric order
+            out[dimension] = tuple(sorted(picked, key=int))
+        else:
+            out[dimension] = tuple(v for v in reference if v in picked)
+    return {d: out[d] for d in ALL_DIMENSIONS if d in out}
+
+
+def parse_restrictions(args: Iterable[str]) -> dict[str, list[str]]:
+    """CLI strings like `ike_encryption=AES-128,AES-256` (repeatable) as a restriction mapping."""
+    wanted: dict[str, list[str]] = {}
+    for arg in args:
+        name, sep, values = arg.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise LabError(
+                f"matrix restriction {arg!r}: expected DIMENSION=VALUE[,VALUE...], "
+                f"dimensions: {', '.join(ALL_DIMENSIONS)}"
+            )
+        wanted.setdefault(name, []).extend(v.strip() for v in values.split(",") if v.strip())
+        if not wanted[name]:
+            raise LabError(f"matrix dimension {name}: needs at least one value")
+    return wanted
+
+
+@dataclass
+class MatrixRequest:
+    """What a matrix file (or the CLI) asks for; `cases()` generates it."""
+
+    strategy: str = "pairwise"
+    dimensions: Dimensions = field(default_factory=default_dimensions)
+    negatives: bool = False
+    base: dict[str, str] | None = None
+
+    def cases(self) -> list[Case]:
+        return generate(self.strategy, self.dimensions, with_negatives=self.negatives, base=self.base)
+
+
+def load_matrix_file(path: str | Path) -> MatrixRequest:
+    """`{strategy: pairwise, dimensions: {ike_version: [v2], ...}, negatives: true, base: {...}}`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read matrix file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise LabError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise LabError(f"{path}: a matrix file is a mapping of strategy, dimensions, negatives, base")
+    unknown = sorted(set(data) - {"strategy", "dimensions", "negatives", "base"})
+    if unknown:
+        raise LabError(f"{path}: unknown key(s) {', '.join(unknown)}; "
+                       "allowed: strategy, dimensions, negatives, base")
+    strategy = str(data.get("strategy", "pairwise"))
+    if strategy not in STRATEGIES:
+        raise LabError(f"{path}: strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    dims_in = data.get("dimensions") or {}
+    if not isinstance(dims_in, dict):
+        raise LabError(f"{path}: dimensions must map a dimension to a list of values")
+    wanted = {str(k): ([str(x) for x in v] if isinstance(v, list) else str(v)) for k, v in dims_in.items()}
+    negatives = data.get("negatives", False)
+    if not isinstance(negatives, bool):
+        raise LabError(f"{path}: negatives must be true or false")
+    base = data.get("base")
+    if base is not None and not isinstance(base, dict):
+        raise LabError(f"{path}: base must map a dimension to one value")
+    try:
+        dims = restrict(default_dimensions(), wanted)
+        base_params = _base_params(dims, {str(k): str(v) for k, v in base.items()}) if base else None
+    except LabError as exc:
+        raise LabError(f"{path}: {exc}") from None
+    return MatrixRequest(strategy, dims, negatives, base_params)
+
+
+# --- strategies ------------------------------------------------------------------------------
+
+def full_size(dims: Dimensions) -> int:
+    """How many cases `full(dims)` yields, without generating them."""
+    n = 1
+    for d, values in dims.items():
+        if d not in ("ike_version", "exchange_mode"):
+            n *= len(values)
+    pairs = itertools.product(dims["ike_version"], dims["exchange_mode"])
+    return n * sum(1 for v, m in pairs if _valid({"ike_version": v, "exchange_mode": m}))
+
+
+def full(dims: Dimensions | None = None) -> list[Case]:
+    """The cartesian product, v2 x aggressive left out."""
+    dims = dims or default_dimensions()
+    names = list(dims)
+    rows = (dict(zip(names, combo, strict=True)) for combo in itertools.product(*dims.values()))
+    return [make_case(r) for r in rows if _valid(r)]
+
+
+def _completable(dims: Dimensions, partial: Mapping[str, str]) -> bool:
+    """Whether some valid full row extends `partial` (only version x mode is constrained)."""
+    versions = [partial["ike_version"]] if "ike_version" in partial else dims["ike_version"]
+    modes = [partial["exchange_mode"]] if "exchange_mode" in partial else dims["exchange_mode"]
+    return any(_valid({"ike_version": v, "exchange_mode": m}) for v in versions for m in modes)
+
+
+Pair = tuple[tuple[str, str], tuple[str, str]]
+
+
+def _pairs_of(names: Sequence[str], row: Mapping[str, str]) -> set[Pair]:
+    return {((a, row[a]), (b, row[b])) for a, b in itertools.combinations(names, 2)}
+
+
+def required_pairs(dims: Dimensions) -> list[Pair]:
+    """Every value pair of every two dimensions that some valid case can hold, in stable order."""
+    names = list(dims)
+    out = []
+    for a, b in itertools.combinations(names, 2):
+        for va in dims[a]:
+            for vb in dims[b]:
+                if _completable(dims, {a: va, b: vb}):
+                    out.append(((a, va), (b, vb)))
+    return out
+
+
+def _cover(dims: Dimensions, wanted: list[Pair], uncovered: set[Pair]) -> list[dict[str, str]]:
+    """Greedy all-pairs rows (AETG-like, deterministic): seed with the first uncovered pair, then
+    give each further dimension the value covering most uncovered pairs (first value on ties)."""
+    names = list(dims)
+    rows = []
+    for seed in wanted:
+        if seed not in uncovered:
+            continue
+        row = dict(seed)
+        for name in names:
+            if name in row:
+                continue
+            best, best_score = None, -1
+            for value in dims[name]:
+                candidate = {**row, name: value}
+                if not _completable(dims, candidate):
+                    continue
+                score = sum(
+                    1 for other, ov in row.items()
+                    if _ordered(names, (name, value), (other, ov)) in uncovered
+                )
+                if score > best_score:
+                    best, best_score = value, score
+            assert best is not None  # the row was completable before this dimension
+            row[name] = best
+        row = {n: row[n] for n in names}
+        rows.append(row)
+        uncovered -= _pairs_of(names, row)
+    return rows
+
+
+def _ordered(names: Sequence[str], x: tuple[str, str], y: tuple[str, str]) -> Pair:
+    return (x, y) if names.index(x[0]) < names.index(y[0]) else (y, x)
+
+
+def pairwise(dims: Dimensions | None = None) -> list[Case]:
+    """An all-pairs covering set, deterministic.
+
+    Own greedy generator rather than allpairspy: we need the v1-only constraint on aggressive mode
+    and, above all, that no pair of runnable values is covered only by a SM4/SM3 cell (which the
+    endpoints refuse, so its other pairs would go untested). So: first cover every pair of
+    supported values with supported rows, then cover the pairs involving SM4/SM3.
+    """
+    dims = dims or default_dimensions()
+    runnable = {d: tuple(v for v in vals if is_supported(d, v)) for d, vals in dims.items()}
+    rows: list[dict[str, str]] = []
+    if all(runnable.values()):
+        wanted = required_pairs(runnable)
+        rows = _cover(runnable, wanted, set(wanted))
+    wanted = required_pairs(dims)
+    uncovered = set(wanted)
+    for row in rows:
+        uncovered -= _pairs_of(list(dims), row)
+    rows += _cover(dims, wanted, uncovered)
+    return _dedupe(make_case(r) for r in rows)
+
+
+def default_base(dims: Dimensions | None = None) -> dict[str, str]:
+    """The cloud's API defaults where `dims` allows them, else the first runnable value."""
+    dims = dims or default_dimensions()
+    defaults = {
+        "ike_version": "v1", "exchange_mode": "main",
+        "ike_encryption": cat.DEFAULT_IKE_ENCRYPTION, "ike_integrity": cat.DEFAULT_IKE_INTEGRITY,
+        "dh_group": cat.DEFAULT_DH_GROUP, "local_id_type": "address", "peer_id_type": "address",
+        "ipsec_encryption": cat.DEFAULT_IPSEC_ENCRYPTION,
+        "ipsec_integrity": cat.DEFAULT_IPSEC_INTEGRITY, "pfs": "disable",
+    }
+    base: dict[str, str] = {}
+    for d in ALL_DIMENSIONS:
+        values = dims.get(d, ())
+        runnable = [v for v in values if is_supported(d, v)]
+        if d in defaults and defaults[d] in values:
+            base[d] = defaults[d]
+        elif runnable:
+            base[d] = runnable[0]
+        elif d in defaults:
+            base[d] = defaults[d]
+    if not _valid(base):
+        base["exchange_mode"] = "main"
+    return base
+
+
+def _base_params(dims: Dimensions, given: Mapping[str, str]) -> dict[str, str]:
+    base = default_base(dims)
+    for d, v in given.items():
+        base[d] = canonical(d, v)
+    return make_case(base).params
+
+
+def _params_of(base: Case | Mapping[str, str] | None, dims: Dimensions | None = None) -> dict[str, str]:
+    if base is None:
+        return make_case(default_base(dims)).params
+    if isinstance(base, Case):
+        return dict(base.params)
+    return _base_params(dims or default_dimensions(), base)
+
+
+def sweep(base: Case | Mapping[str, str] | None = None, dims: Dimensions | None = None) -> list[Case]:
+    """The base case, then one factor at a time: each other value of each dimension.
+
+    Setting v2 on an aggressive base turns the mode to main (v2 has none); setting aggressive on
+    a v2 base is not a valid cell and is skipped.
+    """
+    dims = dims or default_dimensions()
+    params = _params_of(base, dims)
+    cases = [make_case(params)]
+    for d, values in dims.items():
+        for v in values:
+            if v == params.get(d):
+                continue
+            changed = {**params, d: v}
+            if d == "ike_version" and v == "v2":
+                changed["exchange_mode"] = "main"
+            if _valid(changed):
+                cases.append(make_case(changed))
+    return _dedupe(cases)
+
+
+def ikev2_crypto_125() -> list[Case]:
+    """The 125 IKEv2 proposals (5 ciphers x 5 hashes x 5 groups) with ESP fixed to AES-128/SHA1."""
+    dims = restrict(default_dimensions(), {
+        "ike_version": ["v2"], "exchange_mode": ["main"],
+        "ike_encryption": ["AES-128", "AES-192", "AES-256", "3DES", "DES"],
+        "ike_integrity": ["MD5", "SHA1", "SHA256", "SHA384", "SHA512"],
+        "dh_group": ["DH1", "DH2", "DH5", "DH14", "DH24"],
+        "local_id_type": ["address"], "peer_id_type": ["address"],
+        "ipsec_encryption": ["AES-128"], "ipsec_integrity": ["SHA1"], "pfs": ["disable"],
+    })
+    return full(dims)
+
+
+# --- negatives -------------------------------------------------------------------------------
+
+# Alternatives a negative case switches to: strong, widely built ones first, so the failure is
+# the mismatch under test and not a missing plugin.
+_PREFERRED = {
+    "encryption": ("AES-256", "AES-128", "AES-192", "3DES", "DES"),
+    "integrity": ("SHA256", "SHA1", "SHA512", "SHA384", "MD5"),
+    "dh": ("DH14", "DH5", "DH2", "DH24", "DH1"),
+}
+
+
+def _other(kind: str, current: str) -> str:
+    return next(v for v in _PREFERRED[kind] if v != current)
+
+
+def _negative(params: Mapping[str, str], reason: str, customer: dict[str, Any]) -> Case:
+    clean = make_case(params).params
+    return Case(case_id(clean, reason), clean, "negative", reason, customer)
+
+
+def negatives(base: Case | Mapping[str, str] | None = None) -> list[Case]:
+    """One case per reason in NEGATIVE_REASONS, each with the customer-side change provoking it."""
+    p = _params_of(base)
+    if make_case(p).unsupported:
+        raise LabError(f"negative cases need a runnable base; {case_id(p)} uses SM4/SM3")
+    v1 = {**p, "ike_version": "v1"}
+    out = [
+        _negative(p, PROPOSAL_IKE, {"ike": {"encryption": _other("encryption", p["ike_encryption"])}}),
+        _negative(p, PROPOSAL_IPSEC, {"ipsec": {
+            "encryption": _other("encryption", p["ipsec_encryption"]),
+            "integrity": _other("integrity", p["ipsec_integrity"]),
+        }}),
+    ]
+    # PFS is forced to IKEv1: IKEv2 creates the first CHILD_SA inside IKE_AUTH with the IKE SA's
+    # keys (no KE payload), so a PFS group mismatch would only show at the first CHILD_SA rekey;
+    # IKEv1 runs the DH of PFS in quick mode, so the mismatch fails establishment. Both sides use
+    # PFS with different groups, so the proposals differ whichever side initiates.
+    cloud_pfs = p["pfs"] if p["pfs"] != "disable" else _other("dh", "")
+    out.append(_negative({**v1, "pfs": cloud_pfs}, PFS, {"ipsec": {"pfs": _other("dh", cloud_pfs)}}))
+    other_version = "v1" if p["ike_version"] == "v2" else "v2"
+    out.append(_negative(p, VERSION, {"ike": {"version": other_version, "exchange_mode": "main"}}))
+    mode = v1["exchange_mode"]
+    out.append(_negative(v1, MODE, {"ike": {
+        "exchange_mode": "aggressive" if mode == "main" else "main",
+    }}))
+    out.append(_negative(p, PSK, {"pre_shared_key": WRONG_PSK}))
+    # The cloud identifies itself by FQDN; the customer expects another name.
+    out.append(_negative({**p, "local_id_type": "fqdn"}, ID, {"ike": {
+        "peer_id": {"type": "fqdn", "value": WRONG_FQDN},
+    }}))
+    out.append(_negative(p, TS, {"swap_ts": True}))
+    return out
+
+
+def generate(
+    strategy: str,
+    dims: Dimensions | None = None,
+    *,
+    with_negatives: bool = False,
+    base: Case | Mapping[str, str] | None = None,
+) -> list[Case]:
+    """One strategy's cases, optionally followed by the negative cases of `base`."""
+    dims = dims or default_dimensions()
+    if strategy == "pairwise":
+        cases = pairwise(dims)
+    elif strategy == "full":
+        cases = full(dims)
+    elif strategy == "sweep":
+        cases = sweep(base, dims)
+    elif strategy == "ikev2-125":
+        cases = ikev2_crypto_125()
+    else:
+        raise LabError(f"matrix strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if with_negatives:
+        cases += negatives(_params_of(base, dims))
+    return _dedupe(cases)
+
+
+# --- sharding --------------------------------------------------------------------------------
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` with 1 <= K <= N."""
+    k_text, sep, n_text = text.partition("/")
+    try:
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        k = n = 0
+    if not sep or n < 1 or not 1 <= k <= n:
+        raise LabError(f"--shard {text!r}: expected K/N with whole numbers and 1 <= K <= N (e.g. 2/4)")
+    return k, n
+
+
+def shard(cases: Sequence[Case], k: int, n: int) -> list[Case]:
+    """Round-robin slice K of N: the N shards partition `cases`, and neighbours (similar cost)
+    spread over shards."""
+    if n < 1 or not 1 <= k <= n:
+        raise LabError(f"shard {k}/{n}: need 1 <= K <= N")
+    return list(cases[k - 1 :: n])
