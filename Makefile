@@ -5,12 +5,13 @@ NAME    ?= default
 BACKEND ?= auto
 LAB     := .venv/bin/ipsec-lab
 
-.PHONY: setup lab-up lab-down lab-status check test lint bench
+.PHONY: setup lab-up lab-down lab-status check test lint bench matrix
 
 setup:
 	@scripts/setup --docker
 
 lab-up: setup
+	@if [ "$(BACKEND)" != netns ]; then $(LAB) engine start; fi
 	@$(LAB) status --name $(NAME) >/dev/null 2>&1 && echo "lab $(NAME) is already up" || \
 		$(LAB) up $(SPEC) --name $(NAME) --backend $(BACKEND)
 	$(LAB) check --name $(NAME)
@@ -25,6 +26,8 @@ lab-down:
 	$(LAB) down --name $(NAME)
 
 test: setup
+	$(LAB) engine start
+	$(LAB) image build
 	.venv/bin/pytest -ra
 
 lint: setup

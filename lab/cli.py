@@ -157,6 +157,46 @@ def down(
         out.print("no lab to remove")
 
 
+engine_app = typer.Typer(help="The Docker engine the docker backend uses.", no_args_is_help=True)
+image_app = typer.Typer(help="The strongSwan image of the docker backend.", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
+app.add_typer(image_app, name="image")
+
+
+@engine_app.command("start")
+def engine_start() -> None:
+    """Use a running engine, or install docker.io and start dockerd (no firewall changes)."""
+    from lab.engine import ensure_engine
+
+    client = ensure_engine(progress=_progress)
+    out.print(f"Docker engine {client.version().get('Version', '?')} answers")
+
+
+@engine_app.command("stop")
+def engine_stop() -> None:
+    """Stop the dockerd that ipsec-lab started (never one it did not start)."""
+    from lab.engine import stop_engine
+
+    stopped = stop_engine(progress=_progress)
+    out.print("stopped the dockerd ipsec-lab started" if stopped else "no dockerd of ours runs")
+
+
+@image_app.command("build")
+def image_build(
+    method: Annotated[str, typer.Option(help="auto, dockerfile or mmdebstrap.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Rebuild even when the image exists.")] = False,
+) -> None:
+    """Build (or reuse) the strongSwan image: Dockerfile with a registry, mmdebstrap without."""
+    from lab.engine import ensure_engine
+    from lab.image import build_image
+
+    if method not in ("auto", "dockerfile", "mmdebstrap"):
+        raise LabError(f"--method: must be auto, dockerfile or mmdebstrap (got {method!r})")
+    tag = build_image(ensure_engine(progress=_progress), method, progress=_progress,  # type: ignore[arg-type]
+                      force=force)
+    out.print(f"image {tag} ready")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -7,7 +7,7 @@ fails, so a failed `up` leaves nothing half-built.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -18,7 +18,7 @@ from lab.control import Vici, wait_socket
 from lab.dataplane import Dataplane, detect
 from lab.errors import LabError
 from lab.negotiation import establish
-from lab.plan import LabPlan, build_plan, check_lab_name
+from lab.plan import DaemonTuning, LabPlan, build_plan, check_lab_name
 from lab.render import render_gateway, write_private
 from lab.spec import LabSpec, dump_spec, load_spec
 from lab.state import LabState
@@ -61,16 +61,18 @@ def choose_backend(requested: str) -> tuple[Backend, str]:
 
 
 def up(spec_path: str | Path, name: str = "default", backend: str = "auto",
-       progress: Progress = lambda _: None) -> Lab:
+       progress: Progress = lambda _: None, tuning: DaemonTuning | None = None) -> Lab:
+    """`tuning` fixes daemon-wide settings (the matrix keeps daemons across cases)."""
     check_lab_name(name)
     spec = load_spec(spec_path)
     dataplane = detect()
-    plan = build_plan(spec, name, dataplane)
+    plan = build_plan(spec, name, dataplane, tuning)
     chosen, why = choose_backend(backend)
     progress(f"backend {chosen.name} ({why}); dataplane {dataplane.name}")
     state = labstate.create(name, chosen.name, yaml.safe_dump(dump_spec(spec), sort_keys=False))
     state.backend_reason = why
     state.dataplane, state.dataplane_reason = dataplane.name, dataplane.reason
+    state.tuning = asdict(tuning) if tuning else None
     state.save()
     try:
         lab = Lab(state, plan, spec, chosen)
@@ -114,7 +116,10 @@ def attach(name: str = "default") -> Lab:
     """The running lab `name`, rebuilt from its saved spec (the plan is deterministic)."""
     state = labstate.load(name)
     spec = load_spec(state.spec_file)
-    plan = build_plan(spec, name, Dataplane(state.dataplane, state.dataplane_reason))
+    tuning = DaemonTuning(**state.tuning) if state.tuning else None
+    if tuning and tuning.retransmit:
+        tuning = DaemonTuning(tuning.aggressive_psk, tuple(tuning.retransmit))  # type: ignore[arg-type]
+    plan = build_plan(spec, name, Dataplane(state.dataplane, state.dataplane_reason), tuning)
     return Lab(state, plan, spec, get_backend(state.backend))
 
 

@@ -243,7 +243,21 @@ class _Addresses:
         return out
 
 
-def build_plan(spec: LabSpec, name: str, dataplane: Dataplane) -> LabPlan:
+@dataclass(frozen=True)
+class DaemonTuning:
+    """Daemon-wide settings fixed by the caller instead of derived from the tunnels.
+
+    The matrix keeps daemons up across cases with different settings, so it fixes them once:
+    aggressive-mode PSK accepted, and a short retransmit schedule so an unanswered case ends
+    quickly (timeout, base, tries).
+    """
+
+    aggressive_psk: bool = True
+    retransmit: tuple[float, float, int] | None = (1.0, 1.4, 2)
+
+
+def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
+               tuning: DaemonTuning | None = None) -> LabPlan:
     """Derive the whole lab from a valid spec; refuses what the endpoints cannot run."""
     check_lab_name(name)
     missing = unsupported(spec)
@@ -304,14 +318,19 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane) -> LabPlan:
             gw_spec.public_ip, cgw_ip, cloud_id, peer_id, dataplane,
         ))
         c_ike, c_ipsec, c_psk = customer_options(t)
+        # ID overrides are the customer's view: its own ID, and the ID it expects of the cloud.
+        c_local = _identity(c_ike.local_id, cgw_ip) if "local_id" in t.customer.ike else peer_id
+        c_remote = (_identity(c_ike.peer_id, gw_spec.public_ip) if "peer_id" in t.customer.ike
+                    else cloud_id)
         customer_conn = _connection(
             t, "customer", c_ike, c_ipsec, c_psk, cgw_ip, gw_spec.public_ip,
-            peer_id, cloud_id, dataplane,
+            c_local, c_remote, dataplane,
         )
         gateways.append(Gateway(
             cgw.name, "customer", cgw_ip, [customer_conn], dataplane,
-            aggressive_psk=customer_conn.aggressive,
-            retransmit=retransmit_for([customer_conn.dpd] if customer_conn.version == 2 else []),
+            aggressive_psk=customer_conn.aggressive if tuning is None else tuning.aggressive_psk,
+            retransmit=retransmit_for([customer_conn.dpd] if customer_conn.version == 2 else [])
+            if tuning is None else tuning.retransmit,
         ))
         for m, (local, peer) in enumerate(t.mappings(), start=1):
             probes.append(MappingProbe(
@@ -321,8 +340,10 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane) -> LabPlan:
     _attach_host(cloud, vpc, vpc_lans, vpc_addr, links)
     gateways.insert(0, Gateway(
         cloud.name, "cloud", gw_spec.public_ip, cloud_conns, dataplane,
-        aggressive_psk=any(c.aggressive for c in cloud_conns),
-        retransmit=retransmit_for([c.dpd for c in cloud_conns if c.version == 2]),
+        aggressive_psk=any(c.aggressive for c in cloud_conns) if tuning is None
+        else tuning.aggressive_psk,
+        retransmit=retransmit_for([c.dpd for c in cloud_conns if c.version == 2])
+        if tuning is None else tuning.retransmit,
     ))
     return LabPlan(name, dataplane, nodes, links, gateways, probes)
 

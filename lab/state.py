@@ -37,6 +37,7 @@ class LabState:
     nodes: dict[str, NodeState] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     negotiation: dict[str, str] = field(default_factory=dict)  # tunnel -> how it was initiated
+    tuning: dict | None = None  # DaemonTuning fixed by the caller (matrix), else derived
 
     @property
     def dir(self) -> Path:

@@ -276,3 +276,20 @@ def test_sweep_strategy_with_base_from_file(tmp_path):
     cases = mc.load_matrix_file(path).cases()
     assert cases[0].params["ike_encryption"] == "AES-256" and cases[0].params["ike_version"] == "v2"
     assert len(cases) == len({c.id for c in cases})
+
+
+def test_strategies_take_a_restriction_directly():
+    restriction = {"ike_version": "v2", "ike_encryption": ["AES-128"], "ike_integrity": ["SHA1"],
+                   "dh_group": ["DH14"], "ipsec_encryption": ["AES-256"], "ipsec_integrity": ["SHA256"]}
+    cases = mc.full(None, restriction)
+    assert len(cases) == 2 * 2 * 6  # id types x pfs
+    assert mc.pairwise(restriction=restriction) == mc.pairwise(restriction=restriction)
+
+
+def test_hand_written_dimensions_are_checked():
+    dims = {**mc.default_dimensions(), "ike_encryption": ("aes-cbc-128",)}
+    assert {c.params["ike_encryption"] for c in mc.pairwise(dims)} == {"AES-128"}
+    with pytest.raises(LabError, match="colour"):
+        mc.full({**mc.default_dimensions(), "colour": ("red",)})
+    with pytest.raises(LabError, match="dh_group"):
+        mc.full({**mc.default_dimensions(), "dh_group": ()})

@@ -8,6 +8,7 @@ source of truth for the menus. Every generator returns cases in a stable order w
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,9 +187,10 @@ class Case:
 
     @property
     def unsupported(self) -> bool:
-        return any(not is_supported(d, v) for d, v in self.params.items())
+        return self.expect == UNSUPPORTED or any(not is_supported(d, v) for d, v in self.params.items())
 
 
+@functools.cache
 def _token(dimension: str, value: str) -> str:
     menu = _MENUS.get(dimension)
     if dimension == "pfs":
@@ -222,16 +224,37 @@ def _valid(params: Mapping[str, str]) -> bool:
     return not (params.get("ike_version") == "v2" and params.get("exchange_mode") == "aggressive")
 
 
+_UNRUNNABLE = {d: {o.console for o in menu if not o.supported} for d, menu in _MENUS.items()}
+
+
+def _build(params: dict[str, str]) -> Case:
+    """A positive case from canonical params; SM4/SM3 cells are kept, expected to be refused."""
+    if params["ike_version"] == "v2":
+        params["exchange_mode"] = "main"
+    refused = any(v in _UNRUNNABLE.get(d, ()) for d, v in params.items())
+    return Case(case_id(params), params, expect=UNSUPPORTED if refused else ESTABLISHED)
+
+
 def make_case(params: Mapping[str, str]) -> Case:
-    """A positive case; cells with SM4/SM3 are kept and expected to be refused, never dropped."""
+    """A positive case from params in any catalogue spelling (v2 cases are always `main`)."""
     clean = {d: canonical(d, params[d]) for d in ALL_DIMENSIONS if d in params}
     missing = [d for d in CORE_DIMENSIONS if d not in clean]
     if missing:
         raise LabError(f"matrix case: missing dimension(s) {', '.join(missing)}")
-    if clean["ike_version"] == "v2":
-        clean["exchange_mode"] = "main"
-    case = Case(case_id(clean), clean)
-    return Case(case.id, clean, expect=UNSUPPORTED) if case.unsupported else case
+    return _build(clean)
+
+
+def check_dimensions(dims: Mapping[str, Sequence[str]]) -> Dimensions:
+    """`dims` with canonical values, in dimension order; LabError on unknown or missing ones."""
+    unknown = [d for d in dims if d not in _CANONICAL]
+    if unknown:
+        raise LabError(f"unknown matrix dimension {unknown[0]!r}; known: {', '.join(ALL_DIMENSIONS)}")
+    missing = [d for d in CORE_DIMENSIONS if not dims.get(d)]
+    if missing:
+        raise LabError(f"matrix dimension(s) {', '.join(missing)}: need at least one value")
+    return {
+        d: tuple(dict.fromkeys(canonical(d, v) for v in dims[d])) for d in ALL_DIMENSIONS if d in dims
+    }
 
 
 def _dedupe(cases: Iterable[Case]) -> list[Case]:
@@ -383,12 +406,19 @@ def full_size(dims: Dimensions) -> int:
     return n * sum(1 for v, m in pairs if _valid({"ike_version": v, "exchange_mode": m}))
 
 
-def full(dims: Dimensions | None = None) -> list[Case]:
-    """The cartesian product, v2 x aggressive left out."""
-    dims = dims or default_dimensions()
+def full(dims: Mapping[str, Sequence[str]] | None = None,
+         restriction: Mapping[str, Sequence[str] | str] | None = None) -> list[Case]:
+    """The cartesian product (optionally restricted), v2 x aggressive left out."""
+    dims = _prepare(dims, restriction)
     names = list(dims)
     rows = (dict(zip(names, combo, strict=True)) for combo in itertools.product(*dims.values()))
-    return [make_case(r) for r in rows if _valid(r)]
+    return [_build(r) for r in rows if _valid(r)]
+
+
+def _prepare(dims: Mapping[str, Sequence[str]] | None,
+             restriction: Mapping[str, Sequence[str] | str] | None) -> Dimensions:
+    checked = check_dimensions(dims) if dims else default_dimensions()
+    return restrict(checked, restriction) if restriction else checked
 
 
 def _completable(dims: Dimensions, partial: Mapping[str, str]) -> bool:
@@ -452,7 +482,8 @@ def _ordered(names: Sequence[str], x: tuple[str, str], y: tuple[str, str]) -> Pa
     return (x, y) if names.index(x[0]) < names.index(y[0]) else (y, x)
 
 
-def pairwise(dims: Dimensions | None = None) -> list[Case]:
+def pairwise(dims: Mapping[str, Sequence[str]] | None = None,
+             restriction: Mapping[str, Sequence[str] | str] | None = None) -> list[Case]:
     """An all-pairs covering set, deterministic.
 
     Own greedy generator rather than allpairspy: we need the v1-only constraint on aggressive mode
@@ -460,7 +491,7 @@ def pairwise(dims: Dimensions | None = None) -> list[Case]:
     endpoints refuse, so its other pairs would go untested). So: first cover every pair of
     supported values with supported rows, then cover the pairs involving SM4/SM3.
     """
-    dims = dims or default_dimensions()
+    dims = _prepare(dims, restriction)
     runnable = {d: tuple(v for v in vals if is_supported(d, v)) for d, vals in dims.items()}
     rows: list[dict[str, str]] = []
     if all(runnable.values()):
@@ -471,7 +502,7 @@ def pairwise(dims: Dimensions | None = None) -> list[Case]:
     for row in rows:
         uncovered -= _pairs_of(list(dims), row)
     rows += _cover(dims, wanted, uncovered)
-    return _dedupe(make_case(r) for r in rows)
+    return _dedupe(_build(r) for r in rows)
 
 
 def default_base(dims: Dimensions | None = None) -> dict[str, str]:
@@ -514,13 +545,14 @@ def _params_of(base: Case | Mapping[str, str] | None, dims: Dimensions | None = 
     return _base_params(dims or default_dimensions(), base)
 
 
-def sweep(base: Case | Mapping[str, str] | None = None, dims: Dimensions | None = None) -> list[Case]:
+def sweep(base: Case | Mapping[str, str] | None = None,
+          dims: Mapping[str, Sequence[str]] | None = None) -> list[Case]:
     """The base case, then one factor at a time: each other value of each dimension.
 
     Setting v2 on an aggressive base turns the mode to main (v2 has none); setting aggressive on
     a v2 base is not a valid cell and is skipped.
     """
-    dims = dims or default_dimensions()
+    dims = _prepare(dims, None)
     params = _params_of(base, dims)
     cases = [make_case(params)]
     for d, values in dims.items():
@@ -604,13 +636,13 @@ def negatives(base: Case | Mapping[str, str] | None = None) -> list[Case]:
 
 def generate(
     strategy: str,
-    dims: Dimensions | None = None,
+    dims: Mapping[str, Sequence[str]] | None = None,
     *,
     with_negatives: bool = False,
     base: Case | Mapping[str, str] | None = None,
 ) -> list[Case]:
     """One strategy's cases, optionally followed by the negative cases of `base`."""
-    dims = dims or default_dimensions()
+    dims = _prepare(dims, None)
     if strategy == "pairwise":
         cases = pairwise(dims)
     elif strategy == "full":
