@@ -8,6 +8,13 @@ chooses them per run so a capture can prove none crossed the internet in clear.
   agent.py listen  --iface IF --port P --prefix PFX --timeout S   (JSON list of markers on stdin)
   agent.py send    --iface IF --port P --timeout S   (JSON list of probes on stdin)
   agent.py capture --iface IF --prefix PFX           (until stdin closes)
+  agent.py serve   --iface IF [--echo] [--capture]   (long-running: one JSON command per line)
+
+`serve` keeps scapy, its sockets and sniffers alive across many exchanges (the interop matrix
+runs hundreds of cases per lab): after `ready`, each stdin line is one command and gets one
+reply line. `ping` sends ICMP echoes carrying markers and waits for their replies (`--echo`);
+`arm` resets the segment counters of the persistent capture (`--capture`) and sets the marker
+prefix; `counts` returns what the capture saw since `arm`.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 
 
 def _scapy():
@@ -135,6 +143,138 @@ def capture(args: argparse.Namespace) -> None:
            "first": {k: float(v) for k, v in first.items()}})
 
 
+def serve(args: argparse.Namespace) -> None:
+    """Long-running exchanges: one JSON command per stdin line, one JSON reply line each."""
+    from scapy.config import conf
+
+    AsyncSniffer, _, IP, UDP, ICMP, Raw = _scapy()
+    lock = threading.Condition()
+    echoed: set[str] = set()
+    seg: dict = {"armed": False, "prefix": b"", "counts": {}, "other": [], "leaked": []}
+    echo_prefix = [b""]
+
+    def on_echo(pkt) -> None:
+        if pkt.haslayer(ICMP) and pkt[ICMP].type == 0 and echo_prefix[0]:
+            found = _markers(pkt, echo_prefix[0])
+            if found:
+                with lock:
+                    echoed.update(found)
+                    lock.notify_all()
+
+    def on_segment(pkt) -> None:
+        if not seg["armed"] or not pkt.haslayer(IP):
+            return
+        if pkt.haslayer(UDP) and {pkt[UDP].sport, pkt[UDP].dport} & {500, 4500}:
+            port = 500 if 500 in (pkt[UDP].sport, pkt[UDP].dport) else 4500
+            kind = "ike" if port == 500 or bytes(pkt[UDP].payload)[:4] == b"\0\0\0\0" else "esp"
+            key = f"udp/{port}/{kind}"
+        else:
+            key = "other"
+            if len(seg["other"]) < 20:
+                seg["other"].append(pkt.summary())
+        leaked = seg["prefix"] and seg["prefix"] in bytes(pkt)
+        with lock:
+            seg["counts"][key] = seg["counts"].get(key, 0) + 1
+            if leaked and len(seg["leaked"]) < 20:
+                seg["leaked"].append(pkt.summary())
+            lock.notify_all()
+
+    sniffers = []
+    if args.echo:
+        sniffers.append(_start(AsyncSniffer, iface=args.iface, filter="icmp", prn=on_echo))
+    if args.capture:
+        sniffers.append(_start(AsyncSniffer, iface=args.iface, prn=on_segment))
+    sock = conf.L3socket() if args.echo else None
+    _emit({"ready": True})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        op = cmd.get("op")
+        if op == "ping":
+            probes = cmd["probes"]
+            wanted = {p["marker"] for p in probes}
+            with lock:
+                echo_prefix[0] = cmd["prefix"].encode()
+                echoed.clear()
+            for n, p in enumerate(probes):
+                sock.send(IP(src=p["src"], dst=p["dst"]) / ICMP(id=0x1AC, seq=n)
+                          / Raw(p["marker"].encode()))
+            with lock:
+                lock.wait_for(lambda w=wanted: w <= echoed, timeout=float(cmd.get("timeout", 2.0)))
+                got = sorted(echoed & wanted)
+            _emit({"op": op, "echoed": got})
+        elif op == "arm":
+            with lock:
+                seg.update(armed=True, prefix=cmd["prefix"].encode(), counts={}, other=[], leaked=[])
+            _emit({"op": op})
+        elif op == "counts":
+            # wait until the capture has seen the expected ESP packets (it lags the probe a little)
+            esp = int(cmd.get("esp", 0))
+            with lock:
+                lock.wait_for(lambda n=esp: seg["counts"].get("udp/4500/esp", 0) >= n,
+                              timeout=float(cmd.get("timeout", 1.0)))
+                _emit({"op": op, "counts": dict(seg["counts"]), "other": list(seg["other"]),
+                       "leaked": list(seg["leaked"])})
+                seg["armed"] = False
+        elif op == "quit":
+            break
+        else:
+            _emit({"op": op, "error": f"unknown op {op!r}"})
+    for sniffer in sniffers:
+        sniffer.stop()
+
+
+def stream(args: argparse.Namespace) -> None:
+    """A sequence-numbered stream to `--dst`, and a record of the peer's stream arriving here.
+
+    Waits for `go` on stdin, sends UDP (and ICMP echo) at `--rate` per second until stdin
+    closes, then reports every packet sent and received with its time (the host's clock, the
+    same for every node), so the orchestrator can derive loss, duplicates, reordering and
+    outage windows around events.
+    """
+    AsyncSniffer, _, IP, UDP, ICMP, Raw = _scapy()
+    from scapy.config import conf
+
+    prefix, tag = args.prefix, args.tag
+    received: list[tuple[str, int, float]] = []  # (kind, seq, time)
+
+    def seen(pkt) -> None:
+        for marker in _markers(pkt, prefix.encode()):
+            parts = marker.split("-")  # PREFIX-TAG-KIND-SEQ
+            if len(parts) == 4 and parts[1] != tag:
+                kind = "udp" if pkt.haslayer(UDP) else "icmp"
+                received.append((kind, int(parts[3]), float(pkt.time)))
+            elif len(parts) == 4 and pkt.haslayer(ICMP) and pkt[ICMP].type == 0:
+                received.append(("echo", int(parts[3]), float(pkt.time)))
+
+    flt = f"(udp dst port {args.port}) or (icmp and icmp[icmptype] == icmp-echoreply)"
+    sniffer = _start(AsyncSniffer, iface=args.iface, filter=flt, prn=seen)
+    _emit({"ready": True})
+    if sys.stdin.readline().strip() != "go":
+        sniffer.stop()
+        return
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    sock = conf.L3socket()
+    sent: list[tuple[int, float]] = []
+    interval, seq = 1.0 / args.rate, 0
+    next_at = time.monotonic()
+    while not stop.is_set():
+        seq += 1
+        ip = IP(src=args.src, dst=args.dst)
+        sock.send(ip / UDP(sport=args.port, dport=args.port) / Raw(f"{prefix}-{tag}-u-{seq}".encode()))
+        if args.icmp:
+            sock.send(ip / ICMP(id=0x1AC, seq=seq & 0xFFFF) / Raw(f"{prefix}-{tag}-i-{seq}".encode()))
+        sent.append((seq, time.time()))
+        next_at += interval
+        stop.wait(max(0.0, next_at - time.monotonic()))
+    time.sleep(args.drain)  # packets still in flight
+    sniffer.stop()
+    sock.close()
+    _emit({"tag": tag, "sent": sent, "received": received})
+
+
 def _start(sniffer_cls, **kwargs):
     """AsyncSniffer opens its socket in a thread: return only once it is listening."""
     started = threading.Event()
@@ -154,8 +294,22 @@ def main() -> None:
         p.add_argument("--prefix", required=True)
         p.add_argument("--port", type=int, default=33434)
         p.add_argument("--timeout", type=float, default=5.0)
+    p = sub.add_parser("serve")
+    p.add_argument("--iface", required=True)
+    p.add_argument("--echo", action="store_true", help="answer `ping` commands")
+    p.add_argument("--capture", action="store_true", help="count the segment for `arm`/`counts`")
+    p = sub.add_parser("stream")
+    p.add_argument("--iface", required=True)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--tag", required=True, help="this end's direction tag, e.g. i2v")
+    p.add_argument("--src", required=True)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--port", type=int, default=33600)
+    p.add_argument("--rate", type=float, default=50.0)
+    p.add_argument("--icmp", action="store_true")
+    p.add_argument("--drain", type=float, default=0.5)
     args = parser.parse_args()
-    {"listen": listen, "send": send, "capture": capture}[args.mode](args)
+    {"listen": listen, "send": send, "capture": capture, "serve": serve, "stream": stream}[args.mode](args)
 
 
 if __name__ == "__main__":

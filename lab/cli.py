@@ -197,6 +197,19 @@ def image_build(
     out.print(f"image {tag} ready")
 
 
+def _register_domains() -> None:
+    """Command groups that live beside their domain register themselves here."""
+    import importlib
+    import importlib.util
+
+    for module in ("lab.matrix.commands", "lab.inputs_commands", "lab.scenarios.commands"):
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(app)
+
+
+_register_domains()
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

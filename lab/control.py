@@ -141,7 +141,7 @@ class Vici:
                 except TimeoutError:
                     continue
                 if packet.response_type == Packet.EVENT:
-                    return packet.event_type, decode(Message.deserialize(packet.payload))
+                    return decode(packet.event_type), decode(Message.deserialize(packet.payload))
             return None
 
         try:

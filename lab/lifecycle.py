@@ -7,6 +7,7 @@ fails, so a failed `up` leaves nothing half-built.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,24 +61,31 @@ def choose_backend(requested: str) -> tuple[Backend, str]:
     return get_backend("netns"), "auto: no Docker engine answered, using network namespaces"
 
 
-def up(spec_path: str | Path, name: str = "default", backend: str = "auto",
-       progress: Progress = lambda _: None, tuning: DaemonTuning | None = None) -> Lab:
-    """`tuning` fixes daemon-wide settings (the matrix keeps daemons across cases)."""
+def up(spec_path: str | Path | LabSpec, name: str = "default", backend: str = "auto",
+       progress: Progress = lambda _: None, tuning: DaemonTuning | None = None,
+       time_scale: float = 1.0, before_establish: Callable[[Lab], None] | None = None) -> Lab:
+    """`tuning` fixes daemon-wide settings (the matrix keeps daemons across cases);
+    `time_scale` shortens DPD and lifetimes; `before_establish` runs once the daemons answer
+    and before any tunnel is loaded (e.g. to start a capture that must see the first packet).
+    """
     check_lab_name(name)
-    spec = load_spec(spec_path)
+    spec = spec_path if isinstance(spec_path, LabSpec) else load_spec(spec_path)
     dataplane = detect()
-    plan = build_plan(spec, name, dataplane, tuning)
+    plan = build_plan(spec, name, dataplane, tuning, time_scale)
     chosen, why = choose_backend(backend)
     progress(f"backend {chosen.name} ({why}); dataplane {dataplane.name}")
     state = labstate.create(name, chosen.name, yaml.safe_dump(dump_spec(spec), sort_keys=False))
     state.backend_reason = why
     state.dataplane, state.dataplane_reason = dataplane.name, dataplane.reason
     state.tuning = asdict(tuning) if tuning else None
+    state.time_scale = time_scale
     state.save()
     try:
         lab = Lab(state, plan, spec, chosen)
         chosen.deploy(plan, state, progress)
         start_daemons(lab, progress)
+        if before_establish:
+            before_establish(lab)
         establish(lab, progress)
         state.phase = "up"
         state.save()
@@ -119,7 +127,8 @@ def attach(name: str = "default") -> Lab:
     tuning = DaemonTuning(**state.tuning) if state.tuning else None
     if tuning and tuning.retransmit:
         tuning = DaemonTuning(tuning.aggressive_psk, tuple(tuning.retransmit))  # type: ignore[arg-type]
-    plan = build_plan(spec, name, Dataplane(state.dataplane, state.dataplane_reason), tuning)
+    plan = build_plan(spec, name, Dataplane(state.dataplane, state.dataplane_reason), tuning,
+                      state.time_scale)
     return Lab(state, plan, spec, get_backend(state.backend))
 
 

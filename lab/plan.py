@@ -126,6 +126,7 @@ class LabPlan:
     gateways: list[Gateway]
     probes: list[MappingProbe]
     internet_node: str = "inet"
+    time_scale: float = 1.0
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -175,6 +176,7 @@ def _identity(ident, public_ip) -> str:
 def _connection(
     tunnel: Tunnel, side: str, ike: IkeOptions, ipsec: IpsecOptions, psk: str,
     local_addr, remote_addr, local_id: str, remote_id: str, dataplane: Dataplane,
+    time_scale: float = 1.0,
 ) -> Connection:
     pfs = None if ipsec.pfs == "disable" else ipsec.pfs
     children = [
@@ -188,8 +190,12 @@ def _connection(
             start = "none"  # the lab's traffic trigger initiates instead (see lab.trigger)
     else:  # the customer gateway initiates only when the cloud side never does
         start = "start" if passive else "none"
-    dpd = dpd_schedule(tunnel.dpd.timeout, ike.version) if tunnel.dpd.enabled else None
-    life_bytes = ipsec.sa_lifetime_kb * 1024
+    def scaled(seconds: int) -> int:
+        return max(2, round(seconds * time_scale))
+
+    dpd = dpd_schedule(scaled(tunnel.dpd.timeout), ike.version) if tunnel.dpd.enabled else None
+    life_bytes = max(65536, round(ipsec.sa_lifetime_kb * 1024 * time_scale))
+    ike_life, child_life = scaled(ike.sa_lifetime), scaled(ipsec.sa_lifetime)
     return Connection(
         name=tunnel.name,
         tunnel=tunnel.name,
@@ -201,10 +207,10 @@ def _connection(
         remote_id=remote_id,
         ike_proposal=proposal(ike.encryption, ike.integrity, ike.dh_group),
         esp_proposal=proposal(ipsec.encryption, ipsec.integrity, pfs),
-        ike_rekey_time=ike.sa_lifetime * 9 // 10,
-        ike_over_time=ike.sa_lifetime - ike.sa_lifetime * 9 // 10,
-        child_life_time=ipsec.sa_lifetime,
-        child_rekey_time=ipsec.sa_lifetime * 9 // 10,
+        ike_rekey_time=ike_life * 9 // 10,
+        ike_over_time=ike_life - ike_life * 9 // 10,
+        child_life_time=child_life,
+        child_rekey_time=child_life * 9 // 10,
         child_life_bytes=life_bytes,
         child_rekey_bytes=life_bytes * 9 // 10,
         dpd=dpd,
@@ -257,8 +263,14 @@ class DaemonTuning:
 
 
 def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
-               tuning: DaemonTuning | None = None) -> LabPlan:
-    """Derive the whole lab from a valid spec; refuses what the endpoints cannot run."""
+               tuning: DaemonTuning | None = None, time_scale: float = 1.0) -> LabPlan:
+    """Derive the whole lab from a valid spec; refuses what the endpoints cannot run.
+
+    `time_scale` shortens DPD timeouts and SA lifetimes for quick experiments (the spec keeps
+    the cloud's real values; reports state the scale).
+    """
+    if not 0 < time_scale <= 1:
+        raise LabError(f"--time-scale: must be > 0 and <= 1 (got {time_scale})")
     check_lab_name(name)
     missing = unsupported(spec)
     if missing:
@@ -315,7 +327,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         peer_id = _identity(t.ike.peer_id, cgw_ip)
         cloud_conns.append(_connection(
             t, "cloud", t.ike, t.ipsec, t.pre_shared_key.get_secret_value(),
-            gw_spec.public_ip, cgw_ip, cloud_id, peer_id, dataplane,
+            gw_spec.public_ip, cgw_ip, cloud_id, peer_id, dataplane, time_scale,
         ))
         c_ike, c_ipsec, c_psk = customer_options(t)
         # ID overrides are the customer's view: its own ID, and the ID it expects of the cloud.
@@ -324,7 +336,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
                     else cloud_id)
         customer_conn = _connection(
             t, "customer", c_ike, c_ipsec, c_psk, cgw_ip, gw_spec.public_ip,
-            c_local, c_remote, dataplane,
+            c_local, c_remote, dataplane, time_scale,
         )
         gateways.append(Gateway(
             cgw.name, "customer", cgw_ip, [customer_conn], dataplane,
@@ -345,7 +357,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         retransmit=retransmit_for([c.dpd for c in cloud_conns if c.version == 2])
         if tuning is None else tuning.retransmit,
     ))
-    return LabPlan(name, dataplane, nodes, links, gateways, probes)
+    return LabPlan(name, dataplane, nodes, links, gateways, probes, time_scale=time_scale)
 
 
 def _attach_host(

@@ -38,6 +38,7 @@ class LabState:
     pids: dict[str, int] = field(default_factory=dict)
     negotiation: dict[str, str] = field(default_factory=dict)  # tunnel -> how it was initiated
     tuning: dict | None = None  # DaemonTuning fixed by the caller (matrix), else derived
+    time_scale: float = 1.0  # < 1 shortens DPD timeouts and lifetimes (quick experiments)
 
     @property
     def dir(self) -> Path:

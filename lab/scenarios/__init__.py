@@ -1,0 +1,1 @@
+"""Behaviour under failure: real experiments on real daemons with real traffic, measured."""

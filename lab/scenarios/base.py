@@ -1,0 +1,81 @@
+"""What every scenario shares: a spec variant, a lab that always goes down, the wire watch."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import lifecycle
+from lab.check import Agent
+from lab.lifecycle import Lab
+from lab.scenarios.report import ScenarioResult
+from lab.spec import LabSpec, dump_spec, load_spec, parse_spec
+
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "configs" / "examples" / "default.yaml"
+
+
+def variant(base: str | Path | LabSpec | None, **tunnel_changes: Any) -> LabSpec:
+    """The base spec's first tunnel with `tunnel_changes` merged in (nested dicts merged)."""
+    spec = base if isinstance(base, LabSpec) else load_spec(base or DEFAULT_SPEC)
+    data = dump_spec(spec)
+    tunnel = data["tunnels"][0]
+    for key, value in tunnel_changes.items():
+        if isinstance(value, dict) and isinstance(tunnel.get(key), dict):
+            tunnel[key] = {**tunnel[key], **copy.deepcopy(value)}
+        else:
+            tunnel[key] = copy.deepcopy(value)
+    data["tunnels"] = [tunnel]
+    return parse_spec(data, "scenario spec")
+
+
+def lab_name(kind: str) -> str:
+    return f"sc{kind[:4]}{os.getpid() % 1000}"
+
+
+@contextmanager
+def running_lab(spec: LabSpec, name: str, backend: str, time_scale: float = 1.0,
+                **kwargs: Any) -> Iterator[Lab]:
+    lab = lifecycle.up(spec, name, backend, time_scale=time_scale, **kwargs)
+    try:
+        yield lab
+    finally:
+        lifecycle.down(name)
+
+
+class WireWatch:
+    """A capture on the internet segment for the whole experiment; `verdict` records the result."""
+
+    def __init__(self, lab: Lab, prefixes: list[str]):
+        node = lab.plan.internet_node
+        self.prefixes = prefixes
+        self.agents = [Agent(lab, node, ["capture", "--iface", lab.plan.node(node).bridge or "br0",
+                                         "--prefix", p]) for p in prefixes]
+        for agent in self.agents:
+            agent.wait_ready()
+        self.result: dict[str, Any] = {}
+
+    def finish(self, result: ScenarioResult) -> dict[str, Any]:
+        outputs = [a.finish() for a in self.agents]
+        leaked = [x for o in outputs for x in o.get("leaked", [])]
+        counts = outputs[0].get("counts", {}) if outputs else {}
+        self.result = {"counts": counts, "leaked": leaked,
+                       "first": outputs[0].get("first", {}) if outputs else {}}
+        result.verdict("no payload marker in clear on the wire", not leaked,
+                       f"{counts.get('udp/4500/esp', 0)} ESP, "
+                       f"{sum(v for k, v in counts.items() if k.endswith('/ike'))} IKE packets; "
+                       + ("none leaked" if not leaked else f"{len(leaked)} leaked: {leaked[:2]}"))
+        return self.result
+
+    def kill(self) -> None:
+        for agent in self.agents:
+            agent.kill()
+
+
+def save_spec(spec: LabSpec, path: Path) -> None:
+    path.write_text(yaml.safe_dump(dump_spec(spec), sort_keys=False))
