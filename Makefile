@@ -35,3 +35,9 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench.up_to_verified
+
+# The interop matrix: pairwise over the whole menu plus every negative reason, with reports.
+matrix: setup
+	rm -f build/matrix/results.jsonl
+	$(LAB) matrix --matrix configs/matrix/pairwise.yaml --backend netns --results build/matrix/results.jsonl \
+		--json build/matrix/matrix.json --junit build/matrix/matrix.xml --html build/matrix/matrix.html

@@ -97,6 +97,7 @@ def send(args: argparse.Namespace) -> None:
                 done.set()
 
     sniffer = _start(AsyncSniffer, iface=args.iface, filter="icmp", prn=seen)
+    t_first = time.time()
     for n, p in enumerate(probes):
         ip = IP(src=p["src"], dst=p["dst"])
         if p["proto"] == "udp":
@@ -106,7 +107,7 @@ def send(args: argparse.Namespace) -> None:
     if wanted:
         done.wait(args.timeout)
     sniffer.stop()
-    _emit({"sent": len(probes), "echoed": sorted(echoed & wanted)})
+    _emit({"sent": len(probes), "echoed": sorted(echoed & wanted), "t_first": t_first})
 
 
 def capture(args: argparse.Namespace) -> None:
@@ -275,6 +276,75 @@ def stream(args: argparse.Namespace) -> None:
     _emit({"tag": tag, "sent": sent, "received": received})
 
 
+def hostile(args: argparse.Namespace) -> None:
+    """Malformed and unexpected traffic at the gateways, from the internet segment (bounded).
+
+    Targets come as JSON on stdin: [{"ip": ..., "mac": ..., "peer": ...}]. Every packet is sent
+    at layer 2 on the segment (this node has no address of its own); spoofed sources are taken
+    from 192.0.2.0/24 only. ESP frames seen on the segment are captured first and replayed last.
+    """
+    import random
+    import struct
+
+    AsyncSniffer, _, IP, UDP, _, Raw = _scapy()
+    from scapy.layers.l2 import Ether
+    from scapy.sendrecv import sendp
+
+    targets = json.loads(sys.stdin.read())
+    rnd = random.Random(args.seed)
+    esp: list = []
+    got = threading.Event()
+
+    def keep(pkt) -> None:
+        if pkt.haslayer(UDP) and pkt[UDP].dport == 4500 and bytes(pkt[UDP].payload)[:4] != b"\0" * 4:
+            if len(esp) < args.replay:
+                esp.append(pkt)
+            if len(esp) >= args.replay:
+                got.set()
+
+    sniffer = _start(AsyncSniffer, iface=args.iface, filter="udp port 4500", prn=keep)
+    got.wait(10)
+    sniffer.stop()
+
+    def ike(spi_i: bytes, exchange: int, length: int | None = None, body: bytes = b"",
+            next_payload: int = 33) -> bytes:
+        header = spi_i + b"\0" * 8 + bytes([next_payload, 0x20, exchange, 0x08]) + b"\0\0\0\0"
+        total = 28 + len(body) if length is None else length
+        return header + struct.pack("!I", total) + body
+
+    sent: dict[str, int] = {}
+
+    def out(kind: str, frame) -> None:
+        sendp(frame, iface=args.iface, verbose=False)
+        sent[kind] = sent.get(kind, 0) + 1
+
+    for t in targets:
+        eth = Ether(dst=t["mac"])
+        real = IP(src=t["peer"], dst=t["ip"])
+        spi = rnd.randbytes(8)
+        out("truncated IKE header", eth / real / UDP(sport=500, dport=500) / Raw(ike(spi, 34)[:10]))
+        out("oversized IKE length", eth / real / UDP(sport=500, dport=500)
+            / Raw(ike(spi, 34, length=65000, body=rnd.randbytes(64))))
+        bad_payload = bytes([0, 0]) + struct.pack("!H", 2) + rnd.randbytes(40)  # length < header
+        out("bad payload length", eth / real / UDP(sport=500, dport=500)
+            / Raw(ike(spi, 34, body=bad_payload)))
+        out("unknown exchange type", eth / real / UDP(sport=500, dport=500)
+            / Raw(ike(spi, 99, body=rnd.randbytes(32))))
+        out("IKE on 4500 with garbage", eth / real / UDP(sport=4500, dport=4500)
+            / Raw(b"\0" * 4 + ike(spi, 37, body=rnd.randbytes(48))))
+        for _ in range(args.flood):
+            src = f"192.0.2.{rnd.randrange(1, 255)}"
+            sa = bytes([0, 0]) + struct.pack("!H", 44) + rnd.randbytes(40)
+            out("IKE_SA_INIT flood (spoofed)", eth / IP(src=src, dst=t["ip"])
+                / UDP(sport=rnd.randrange(1024, 65535), dport=500) / Raw(ike(rnd.randbytes(8), 34, body=sa)))
+        for n in range(args.unknown_spi):
+            out("ESP with unknown SPI", eth / real / UDP(sport=4500, dport=4500)
+                / Raw(rnd.randbytes(4) + struct.pack("!I", n + 1) + rnd.randbytes(64)))
+    for frame in esp:
+        out("replayed ESP", frame)
+    _emit({"sent": sent, "captured_esp": len(esp)})
+
+
 def _start(sniffer_cls, **kwargs):
     """AsyncSniffer opens its socket in a thread: return only once it is listening."""
     started = threading.Event()
@@ -308,8 +378,16 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50.0)
     p.add_argument("--icmp", action="store_true")
     p.add_argument("--drain", type=float, default=0.5)
+    p = sub.add_parser("hostile")
+    p.add_argument("--iface", required=True)
+    p.add_argument("--flood", type=int, default=100, help="spoofed IKE_SA_INIT per target")
+    p.add_argument("--unknown-spi", type=int, default=20)
+    p.add_argument("--replay", type=int, default=20, help="ESP frames to capture and replay")
+    p.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    {"listen": listen, "send": send, "capture": capture, "serve": serve, "stream": stream}[args.mode](args)
+    modes = {"listen": listen, "send": send, "capture": capture, "serve": serve, "stream": stream,
+             "hostile": hostile}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,23 @@ def up(
 
 
 @app.command()
+def adopt(
+    spec: SpecPath,
+    name: Name = "default",
+    compose: Annotated[bool, typer.Option("--compose", help="Adopt the docker-compose project named "
+                                          "like the lab (see compose/README.md).")] = False,
+) -> None:
+    """Make a lab built outside ipsec-lab a running lab: configure, start daemons, negotiate."""
+    if not compose:
+        raise LabError("adopt: only --compose is supported (a docker-compose project named --name)")
+    from lab.backends.docker import adopt_compose
+
+    lab = adopt_compose(name, spec, progress=_progress)
+    out.print(f"[green]lab {name} adopted[/] (docker backend, {lab.state.dataplane} dataplane); "
+              f"next: ipsec-lab check --name {name}")
+
+
+@app.command()
 def check(name: Name = "default", as_json: AsJson = False) -> None:
     """Verify every tunnel and mapping: control plane, data plane and wire."""
     from lab.check import run_check
@@ -212,7 +229,9 @@ _register_domains()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:  # non-standalone typer returns Exit's code, not raises
+            sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except LabError as exc:

@@ -154,7 +154,7 @@ def down(name: str = "default", progress: Progress = lambda _: None) -> list[str
 
 
 def all_names() -> list[str]:
-    """Labs with state, plus labs whose state was lost but whose namespaces remain."""
+    """Labs with state, plus labs whose state was lost but whose namespaces or containers remain."""
     from pyroute2 import netns
 
     from lab.backends.netns import PREFIX
@@ -163,4 +163,16 @@ def all_names() -> list[str]:
     for ns in netns.listnetns():
         if ns.startswith(PREFIX) and not ns.startswith(f"{PREFIX}probe-"):
             found.add(ns[len(PREFIX):].rsplit("-", 1)[0])
+    try:
+        from lab.engine import engine_client
+    except ImportError:
+        return sorted(found)
+    client = engine_client()
+    if client is not None:
+        labelled = {"label": "ipsec-lab.lab"}
+        found |= {c.labels.get("ipsec-lab.lab", "") for c in client.containers.list(all=True,
+                                                                                    filters=labelled)}
+        found |= {n.attrs.get("Labels", {}).get("ipsec-lab.lab", "")
+                  for n in client.networks.list(filters=labelled)}
+        found.discard("")
     return sorted(found)

@@ -66,10 +66,6 @@ class NetnsBackend(Backend):
             netns.create(ns)
             self._run(ns, ["sh", "-c", _sysctls(node)])
         progress(f"{len(plan.nodes)} namespaces created")
-        internet = plan.node(plan.internet_node)
-        with NetNS(ns_name(plan.name, internet.name)) as ipr:
-            ipr.link("add", ifname=internet.bridge, kind="bridge")
-            ipr.link("set", index=ipr.link_lookup(ifname=internet.bridge)[0], state="up")
         for link in plan.links:
             with NetNS(ns_name(plan.name, link.a_node)) as ipr:
                 ipr.link("add", ifname=link.a_iface, kind="veth",
@@ -85,27 +81,7 @@ class NetnsBackend(Backend):
 
     def _configure(self, plan: LabPlan, node: Node) -> None:
         with NetNS(ns_name(plan.name, node.name)) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            bridge = ipr.link_lookup(ifname=node.bridge)[0] if node.bridge else None
-            for iface in node.interfaces:
-                index = ipr.link_lookup(ifname=iface.name)[0]
-                for addr in iface.addresses:
-                    ipr.addr("add", index=index, address=str(addr.ip),
-                             prefixlen=addr.network.prefixlen)
-                if bridge is not None:
-                    ipr.link("set", index=index, master=bridge)
-                if iface.name == WAN or bridge is not None:
-                    _no_multicast(ipr, index)
-                ipr.link("set", index=index, state="up")
-            if bridge is not None:
-                _no_multicast(ipr, bridge)
-            for route in node.routes:
-                spec = {"dst": str(route.destination)}
-                if route.via:
-                    spec["gateway"] = str(route.via)
-                if route.device:
-                    spec["oif"] = ipr.link_lookup(ifname=route.device)[0]
-                ipr.route("add", **spec)
+            configure_node(ipr, node)
 
     # -- processes -----------------------------------------------------------------------
     def run_dir(self, lab: str, node: str) -> str:
@@ -174,6 +150,43 @@ class NetnsBackend(Backend):
 
 
 IFF_MULTICAST = 0x1000
+
+
+def configure_node(ipr, node: Node) -> None:
+    """Addresses, bridge, links up and routes of one node, inside its network namespace.
+
+    Shared by both backends (docker runs it after renaming docker's interfaces to the plan's).
+    The internet bridge is created with neither multicast nor snooping: a bridge that comes up
+    with either joins groups and repeats IGMPv3 reports for seconds, which the wire check would
+    count as non-IKE traffic.
+    """
+    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    bridge = None
+    if node.bridge:
+        ipr.link("add", ifname=node.bridge, kind="bridge", br_mcast_snooping=0)
+        bridge = ipr.link_lookup(ifname=node.bridge)[0]
+        _no_multicast(ipr, bridge)
+    for iface in node.interfaces:
+        found = ipr.link_lookup(ifname=iface.name)
+        if not found:
+            continue  # docker: an inet port of a gateway sharing its uplink network with another
+        index = found[0]
+        for addr in iface.addresses:
+            ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+        if bridge is not None:
+            ipr.link("set", index=index, master=bridge)
+        if iface.name == WAN or bridge is not None:
+            _no_multicast(ipr, index)
+        ipr.link("set", index=index, state="up")
+    if bridge is not None:
+        ipr.link("set", index=bridge, state="up")
+    for route in node.routes:
+        spec: dict = {"dst": str(route.destination)}
+        if route.via:
+            spec["gateway"] = str(route.via)
+        if route.device:
+            spec["oif"] = ipr.link_lookup(ifname=route.device)[0]
+        ipr.route("add", **spec)
 
 
 def _no_multicast(ipr: NetNS, index: int) -> None:

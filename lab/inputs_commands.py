@@ -1,0 +1,144 @@
+"""Commands for real-world inputs: `import` cloud API JSON, `export` it back, `advise` on a
+customer's own strongSwan configuration. Registered on the main app by `register(app)`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from lab.errors import LabError
+
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Spec and JSON files may hold a pre-shared key: create them mode 0600."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise LabError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise LabError(f"{path}: not valid JSON ({exc})") from None
+
+
+def import_command(
+    path: Annotated[Path, typer.Argument(help="CreateVpnConnection body or DescribeVpnConnections "
+                                             "response (JSON).", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Spec file to write (YAML).")],
+    connection: Annotated[str | None, typer.Option(help="VPN connection name or ID, when the JSON "
+                                                        "lists several.")] = None,
+    vpn_gateway_ip: Annotated[str | None, typer.Option(help="The VPN gateway's public IP.")] = None,
+    customer_gateway_ip: Annotated[str | None, typer.Option(help="The customer gateway's public "
+                                                                 "IP.")] = None,
+    vpc_cidr: Annotated[str | None, typer.Option(help="The VPC's CIDR block.")] = None,
+    idc_cidr: Annotated[list[str] | None, typer.Option(help="An IDC CIDR block (repeatable).")] = None,
+    psk_env: Annotated[str | None, typer.Option(help="Environment variable holding the pre-shared "
+                                                     "key; the spec keeps env:NAME, not the key.")
+                       ] = None,
+) -> None:
+    """Turn a tunnel's cloud API JSON into a lab spec, and say what did not come from the JSON."""
+    from lab.cloudapi import import_tunnel
+
+    psk = None
+    if psk_env:
+        if psk_env not in os.environ:
+            raise LabError(f"--psk-env: environment variable {psk_env} is not set")
+        psk = f"env:{psk_env}"
+    spec, notes = import_tunnel(
+        _read_json(path), connection=connection, vpn_gateway_ip=vpn_gateway_ip,
+        vpc_cidr=vpc_cidr, customer_gateway_ip=customer_gateway_ip, idc_cidrs=idc_cidr, psk=psk,
+        source=str(path),
+    )
+    if psk is None:
+        notes.append(f"pre_shared_key: taken from the JSON's PreShareKey and written into {output} "
+                     "(mode 0600); --psk-env NAME keeps it out of the file")
+    header = f"# Imported by ipsec-lab from {path.name}; notes on values not taken from it:\n"
+    header += "".join(f"#  - {n}\n" for n in notes)
+    _write_private(output, header + yaml.safe_dump(spec, sort_keys=False))
+    out.print(f"[green]wrote[/] {output}: tunnel {spec['tunnels'][0]['name']}")
+    for note in notes:
+        out.print(f"  [dim]note[/]: {note}", highlight=False)
+
+
+def export_command(
+    spec: Annotated[Path, typer.Argument(help="Tunnel spec (YAML).", show_default=False)],
+    tunnel: Annotated[str | None, typer.Option(help="Tunnel name (when the spec has several).")
+                      ] = None,
+    include_psk: Annotated[bool, typer.Option("--include-psk", help="Write the pre-shared key "
+                                                                    "itself.")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: "
+                                                                       "stdout).")] = None,
+) -> None:
+    """Write a spec's tunnel as a CreateVpnConnection request body (JSON)."""
+    from lab.cloudapi import export_tunnel_with_notes
+    from lab.spec import load_spec
+
+    body, notes = export_tunnel_with_notes(load_spec(spec), tunnel, include_psk=include_psk)
+    text = json.dumps(body, indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        _write_private(output, text)
+        out.print(f"[green]wrote[/] {output}")
+    for note in notes:
+        err.print(f"[dim]note[/]: {note}", highlight=False)
+
+
+def advise_command(
+    spec: Annotated[Path, typer.Argument(help="Tunnel spec (YAML).", show_default=False)],
+    customer_config: Annotated[Path, typer.Option(help="The customer's ipsec.conf or swanctl.conf.")],
+    secrets: Annotated[Path | None, typer.Option(help="ipsec.secrets (to compare the pre-shared "
+                                                      "key; never printed).")] = None,
+    tunnel: Annotated[str | None, typer.Option(help="Tunnel name (when the spec has several).")
+                      ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Compare a customer's strongSwan configuration with the cloud tunnel, before anything runs."""
+    from lab.advise import advise
+    from lab.ipsecconf import load_customer_config
+    from lab.spec import load_spec
+
+    items = advise(load_spec(spec), load_customer_config(customer_config, secrets), tunnel)
+    errors = sum(a.severity == "error" for a in items)
+    if as_json:
+        out.print_json(json.dumps({"ok": errors == 0, "advice": [a.to_json() for a in items]}))
+    elif not items:
+        out.print(f"[green]no findings[/]: {customer_config} matches the cloud tunnel")
+    else:
+        table = Table(show_lines=True)
+        for column in ("severity", "topic", "cloud", "your config", "finding", "fix"):
+            table.add_column(column, overflow="fold")
+        for a in items:
+            table.add_row(f"[{STYLE[a.severity]}]{a.severity}[/]", a.topic, a.cloud_field,
+                          a.customer_field, a.message, a.fix or "")
+        out.print(table)
+        warnings = sum(a.severity == "warning" for a in items)
+        out.print(f"{errors} error(s), {warnings} warning(s), {len(items) - errors - warnings} "
+                  "info")
+    raise typer.Exit(1 if errors else 0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_command)
+    app.command("export")(export_command)
+    app.command("advise")(advise_command)

@@ -1,0 +1,649 @@
+"""The matrix executor: many cases against strongSwan daemons that stay up.
+
+`run_matrix` brings up `jobs` independent labs from one base spec (daemon-wide settings fixed by
+`DaemonTuning`), then each lab's worker thread runs cases one after another:
+
+  plan    one-tunnel spec = base tunnel + the case's ike/ipsec/customer fields -> build_plan ->
+          render both gateways -> parse swanctl.conf (addresses are the running lab's)
+  load    secrets + connections over VICI into both running daemons
+  initiate from the initiator, bounded by the per-case timeout
+  verify  control plane on both ends (IKE_SA, one CHILD_SA per mapping, algorithms = the case's),
+          data plane (one ICMP echo per mapping through a long-running agent, `agent.py serve`),
+          and on sampled cases the wire (the persistent capture agent's counters: ESP seen, no
+          marker and nothing but IKE/ESP in clear)
+  clean   terminate, unload connections and secrets, and prove no SA is left on either daemon
+
+Failed negotiations are classified (`lab.matrix.classify`) from the initiator's initiate log and
+the VICI `log` events of both daemons, which a listener thread per daemon collects all along. A
+lab whose daemon stops answering is torn down and brought up again; the run goes on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import queue
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import lifecycle
+from lab.check import Agent, _algorithms, _dh_name, find_ike, installed_children
+from lab.control import InitiateFailed, Vici
+from lab.dataplane import detect
+from lab.errors import LabError
+from lab.lifecycle import Lab
+from lab.matrix import classify as cls
+from lab.matrix.cases import ERROR, ESTABLISHED, TIMEOUT, UNSUPPORTED, WRONG_PSK, Case, to_tunnel_fields
+from lab.matrix.results import CaseResult
+from lab.plan import DaemonTuning, Gateway, LabPlan, build_plan
+from lab.render import render_gateway, write_private
+from lab.spec import LabSpec, Tunnel
+from lab.swanctl import parse, shared_secrets
+
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent.parent / "configs" / "examples" / "default.yaml"
+TUNING = DaemonTuning()
+CLEAN_TIMEOUT = 3.0  # for SAs to disappear after a case before the lab counts as wedged
+LOG_SETTLE = 0.03  # a failed case waits this long without new log events before classifying
+
+
+class Wedged(LabError):
+    """A daemon of the lab stopped answering or keeps SAs it was told to drop: restart the lab."""
+
+
+@dataclass
+class RunOptions:
+    case_timeout: float = 10.0
+    wire_every: int = 25  # wire check on the first case of each lab and on every Nth after it
+    rekey_pfs: bool = False  # IKEv2: rekey on wire-sampled cases to observe the PFS group
+
+
+@dataclass
+class LabRig:
+    """One running matrix lab with its persistent VICI sessions, log listeners and agents."""
+
+    lab: Lab
+    options: RunOptions
+    base: LabSpec
+    sessions: dict[str, Vici] = field(default_factory=dict)
+    logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    done: int = 0
+
+    def __post_init__(self) -> None:
+        self._stack = ExitStack()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last_log = time.monotonic()
+        self.prefix = f"MX{secrets.token_hex(3)}"
+        self.counter = itertools.count(1)
+        plan = self.lab.plan
+        self.cloud = plan.gateways[0]
+        self.customer = plan.gateways[1]
+        self.tunnel = self.base.tunnels[0]
+        timeout = self.options.case_timeout + 10
+        try:
+            for gw in (self.cloud, self.customer):
+                path = self.lab.backend.host_dir(self.lab.state.name, gw.node) / "charon.vici"
+                self.sessions[gw.node] = self._stack.enter_context(Vici(path, timeout))
+                self.logs[gw.node] = []
+                next_event = self._stack.enter_context(self.sessions[gw.node].events(["log"]))
+                thread = threading.Thread(target=self._tap, args=(gw.node, next_event), daemon=True)
+                thread.start()
+            probe = plan.probes[0]
+            self.echo = Agent(self.lab, probe.idc_node, ["serve", "--iface", "eth0", "--echo"])
+            self.wire = Agent(self.lab, plan.internet_node,
+                              ["serve", "--iface", plan.node(plan.internet_node).bridge or "br0",
+                               "--capture"])
+            self.echo.wait_ready()
+            self.wire.wait_ready()
+            self._clear_base()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _tap(self, node: str, next_event: Callable[[float], tuple[str, dict] | None]) -> None:
+        while not self._stop.is_set():
+            try:
+                event = next_event(time.monotonic() + 0.5)
+            except (OSError, ValueError, EOFError):
+                return
+            if event is not None:
+                with self._lock:
+                    self.logs[node].append(event[1])
+                    self._last_log = time.monotonic()
+
+    def _take_logs(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            out = {node: list(lines) for node, lines in self.logs.items()}
+            for lines in self.logs.values():
+                lines.clear()
+        return out
+
+    def _settle_logs(self, limit: float = 0.3) -> None:
+        """Wait until no log event arrived for LOG_SETTLE s (the peer's lines trail its reply)."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            with self._lock:
+                idle = time.monotonic() - self._last_log
+            if idle >= LOG_SETTLE:
+                return
+            time.sleep(LOG_SETTLE - idle)
+
+    def _agent(self, agent: Agent, command: dict[str, Any], timeout: float) -> dict[str, Any]:
+        import json
+        import select
+
+        proc = agent.proc
+        if proc.poll() is not None or not proc.stdin or not proc.stdout:
+            raise Wedged(f"probe agent in {agent.node} exited")
+        try:
+            proc.stdin.write(json.dumps(command) + "\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise Wedged(f"probe agent in {agent.node} exited") from None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if not ready:
+            raise Wedged(f"probe agent in {agent.node} did not answer {command['op']!r}")
+        line = proc.stdout.readline()
+        if not line:
+            raise Wedged(f"probe agent in {agent.node} exited")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self._stop.set()
+        for name in ("echo", "wire"):
+            agent = getattr(self, name, None)
+            if agent is not None:
+                agent.kill()
+        self._stack.close()
+
+    def _clear_base(self) -> None:
+        """`up` established the base tunnel: drop it so every case starts from nothing."""
+        for gw in (self.cloud, self.customer):
+            v = self.sessions[gw.node]
+            for conn in gw.connections:
+                with suppress(Exception):
+                    v.unload(conn.name)
+            for secret in v.session.get_shared().get("keys", []):
+                with suppress(Exception):
+                    v.session.unload_shared({"id": secret})
+        self.clean(force=True)
+        self._take_logs()
+
+    # -- one case --------------------------------------------------------------------------------
+    def case_plan(self, case: Case) -> tuple[LabPlan, str, str]:
+        """The case's plan, and (initiator node, responder node)."""
+        plan, _ = case_plan(self.base, case, self.lab.state.name, self.lab.plan)
+        passive = plan_tunnel(self.base, case).negotiation_type == "passive"
+        cloud, customer = plan.gateways[0].node, plan.gateways[1].node
+        return plan, *((customer, cloud) if passive else (cloud, customer))
+
+    def run(self, case: Case) -> CaseResult:
+        n = next(self.counter)
+        timings: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def lap(phase: str) -> None:
+            now = time.perf_counter()
+            timings[phase] = round((now - clock[0]) * 1000, 2)
+            clock[0] = now
+
+        deadline = time.monotonic() + self.options.case_timeout
+        negotiated: dict[str, Any] = {}
+        detail, outcome, log_lines = "", ESTABLISHED, []
+        plan, initiator, responder = self.case_plan(case)
+        configs = {gw.node: _vici_config(plan, gw, self.lab) for gw in plan.gateways}
+        conn = plan.gateways[0].connections[0]
+        lap("plan")
+        self._take_logs()
+        wire = self.done % max(self.options.wire_every, 1) == 0
+        initiate_log: list[str] = []
+        try:
+            for node, config in configs.items():
+                self.sessions[node].load(config)
+            lap("load")
+            ini = self.sessions[initiator]
+            failure: str | None = None
+            for child in [ch.name for ch in plan.gateway(initiator).connections[0].children]:
+                left = deadline - time.monotonic()
+                if left <= 0.05:
+                    failure = "per-case timeout"
+                    break
+                try:
+                    initiate_log += ini.initiate(child, conn.name, left)
+                except InitiateFailed as exc:
+                    initiate_log += exc.log
+                    failure = str(exc)
+                    break
+            lap("initiate")
+            if failure is None:
+                problems, negotiated = self.verify(case, plan, responder, deadline)
+                lap("control")
+                if not problems:
+                    problems += self.data_plane(case, plan, n, wire, deadline)
+                    lap("data")
+                if problems:
+                    failure = "; ".join(problems)
+            if failure is not None:
+                self._settle_logs()
+                events = self._take_logs()
+                reason, evidence = cls.classify(initiate_log, events, failure,
+                                                timed_out=time.monotonic() >= deadline)
+                outcome = reason or ERROR
+                detail = failure if reason is None else f"{reason}: {evidence}"
+                log_lines = cls.transcript(initiate_log, events, initiator, responder)
+                lap("classify")
+            else:
+                detail = _describe(negotiated, plan, wire)
+        except Wedged:
+            raise
+        except LabError as exc:  # e.g. strongSwan refused a connection
+            outcome, detail = ERROR, str(exc)
+        except (OSError, TimeoutError) as exc:
+            outcome, detail = TIMEOUT, f"VICI did not answer within the case: {exc}"
+        finally:
+            self.done += 1
+        self.clean(conn.name, initiator, force=outcome != ESTABLISHED)
+        lap("clean")
+        return CaseResult.of(case, outcome, negotiated=negotiated, timings=timings, detail=detail,
+                             log=log_lines)
+
+    def verify(self, case: Case, plan: LabPlan, responder: str,
+               deadline: float) -> tuple[list[str], dict[str, Any]]:
+        """Both ends: IKE_SA established, every mapping's CHILD_SA installed, the case's algorithms."""
+        p = case.params
+        problems: list[str] = []
+        negotiated: dict[str, Any] = {}
+        for gw in plan.gateways:
+            mine = gw.connections[0]
+            wanted = {ch.name for ch in mine.children}
+            while True:  # the responder installs its last CHILD_SA just after the initiator's
+                ike = find_ike(self.sessions[gw.node].sas(), mine.name)
+                children = installed_children(ike)
+                if (ike and wanted <= set(children)) or gw.node != responder \
+                        or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.002)
+            side = gw.side
+            if ike is None:
+                problems.append(f"{side}: no ESTABLISHED IKE_SA")
+                continue
+            wrong = _algorithms(ike, p["ike_encryption"], p["ike_integrity"])
+            if ike.get("dh-group") != _dh_name(p["dh_group"]):
+                wrong.append(f"DH {ike.get('dh-group')}, expected {p['dh_group']}")
+            if ike.get("version") != str(mine.version):
+                wrong.append(f"IKEv{ike.get('version')}, expected IKEv{mine.version}")
+            if gw.side == "cloud":
+                negotiated["ike"] = {k: ike.get(k) for k in
+                                     ("version", "encr-alg", "encr-keysize", "integ-alg", "dh-group",
+                                      "local-id", "remote-id")}
+            for ch in mine.children:
+                child = children.get(ch.name)
+                if child is None:
+                    wrong.append(f"CHILD_SA {ch.name} not installed")
+                    continue
+                wrong += _algorithms(child, p["ipsec_encryption"], p["ipsec_integrity"])
+                ts = (child.get("local-ts"), child.get("remote-ts"))
+                if ts != ([str(ch.local_ts)], [str(ch.remote_ts)]):
+                    wrong.append(f"TS {ts[0]} === {ts[1]}, expected {ch.local_ts} === {ch.remote_ts}")
+                if mine.version == 1 and child.get("dh-group") != _dh_name(p["pfs"]):
+                    wrong.append(f"PFS {child.get('dh-group') or 'none'}, expected {p['pfs']}")
+                if gw.side == "cloud":
+                    negotiated.setdefault("esp", {})[ch.name] = {
+                        k: child.get(k) for k in ("encr-alg", "encr-keysize", "integ-alg", "dh-group")}
+            problems += [f"{side}: {w}" for w in wrong]
+        return problems, negotiated
+
+    def data_plane(self, case: Case, plan: LabPlan, n: int, wire: bool, deadline: float) -> list[str]:
+        """One ICMP echo per mapping, IDC host -> VPC host; on sampled cases the wire too."""
+        tag = f"{self.prefix}-{n}"
+        probes = [{"src": str(p.idc_addr), "dst": str(p.vpc_addr), "marker": f"{tag}-{i}"}
+                  for i, p in enumerate(plan.probes)]
+        if wire:
+            self._agent(self.wire, {"op": "arm", "prefix": self.prefix}, 5)
+        left = max(0.2, min(2.0, deadline - time.monotonic()))
+        reply = self._agent(self.echo, {"op": "ping", "prefix": tag, "probes": probes,
+                                        "timeout": left}, left + 5)
+        missing = sorted({p["marker"] for p in probes} - set(reply.get("echoed", [])))
+        problems = [f"data: no echo reply for {m}" for m in missing]
+        if wire:
+            counts = self._agent(self.wire, {"op": "counts", "esp": 2 * len(probes), "timeout": 1.0}, 6)
+            seen = counts.get("counts", {})
+            if counts.get("leaked"):
+                problems.append(f"wire: marker in clear: {counts['leaked'][:2]}")
+            if seen.get("other"):
+                problems.append(f"wire: not IKE/ESP: {counts.get('other', [])[:2]}")
+            if seen.get("udp/4500/esp", 0) < 2 * len(probes):
+                problems.append(f"wire: {seen.get('udp/4500/esp', 0)} ESP packets, expected "
+                                f"{2 * len(probes)}")
+            self.last_wire = seen
+        return problems
+
+    def clean(self, conn: str | None = None, initiator: str | None = None, force: bool = True) -> None:
+        """Terminate, unload, and prove both daemons hold no SA and no connection."""
+        nodes = [self.cloud.node, self.customer.node]
+        try:
+            if conn and initiator and not force:
+                with suppress(LabError):
+                    self.sessions[initiator].terminate_ike(conn, timeout=2.0)
+            for node in nodes:
+                v = self.sessions[node]
+                if conn:
+                    with suppress(Exception):
+                        v.unload(conn)
+                    with suppress(Exception):
+                        v.session.unload_shared({"id": f"ike-{conn}"})
+            end = time.monotonic() + CLEAN_TIMEOUT
+            while True:
+                left = {node: self.sessions[node].sas() for node in nodes}
+                if not any(left.values()):
+                    return
+                if time.monotonic() >= end:
+                    raise Wedged("SAs left after the case: " + ", ".join(
+                        f"{node}: {len(sas)}" for node, sas in left.items() if sas))
+                for node, sas in left.items():
+                    for sa in sas:
+                        _force_terminate(self.sessions[node], sa.get("uniqueid"))
+                time.sleep(0.005)
+        except (OSError, TimeoutError) as exc:
+            raise Wedged(f"VICI did not answer while cleaning up: {exc}") from None
+
+
+def _force_terminate(v: Vici, uniqueid: str | None) -> None:
+    if not uniqueid:
+        return
+    with suppress(Exception):
+        for _ in v.session.terminate({"ike-id": uniqueid, "force": "yes", "timeout": -1,
+                                      "loglevel": -1}):
+            pass
+
+
+def _describe(negotiated: dict[str, Any], plan: LabPlan, wire: bool) -> str:
+    ike = negotiated.get("ike", {})
+    text = (f"IKEv{ike.get('version')} {ike.get('encr-alg')}/{ike.get('encr-keysize', '-')} "
+            f"{ike.get('integ-alg')} {ike.get('dh-group')}; {len(plan.probes)} mapping(s) verified "
+            "on both ends and by ICMP echo")
+    return text + ("; wire: ESP only, no marker in clear" if wire else "")
+
+
+def plan_tunnel(base: LabSpec, case: Case) -> Tunnel:
+    """The base spec's first tunnel with the case's cloud settings and customer deviations."""
+    t = base.tunnels[0]
+    fields = to_tunnel_fields(case)
+    data = t.model_dump()
+    data["ike"] = {**data["ike"], **fields["ike"]}
+    data["ipsec"] = {**data["ipsec"], **fields["ipsec"]}
+    data["customer"] = fields["customer"]
+    if data["negotiation_type"] == "traffic-triggered":
+        data["negotiation_type"] = "active"  # the matrix initiates over VICI itself
+    return Tunnel.model_validate(data)
+
+
+def case_plan(base: LabSpec, case: Case, name: str, lab_plan: LabPlan | None) -> tuple[LabPlan, LabSpec]:
+    """build_plan for the one-tunnel spec of `case` (raises LabError for what the lab refuses)."""
+    from lab.rules import check_rules
+
+    spec = LabSpec(vpn_gateway=base.vpn_gateway, tunnels=[plan_tunnel(base, case)])
+    problems = check_rules(spec)
+    if problems:
+        raise LabError("case spec invalid: " + "; ".join(problems))
+    dataplane = lab_plan.dataplane if lab_plan else detect()
+    plan = build_plan(spec, name, dataplane, TUNING)
+    if to_tunnel_fields(case)["swap_ts"]:
+        for ch in plan.gateways[1].connections[0].children:
+            ch.local_ts, ch.remote_ts = ch.remote_ts, ch.local_ts
+    return plan, spec
+
+
+def _vici_config(plan: LabPlan, gw: Gateway, lab: Lab) -> dict[str, Any]:
+    files = render_gateway(plan, gw, lab.backend.run_dir(lab.state.name, gw.node))
+    config = parse(files["swanctl.conf"], f"{gw.node}/swanctl.conf")
+    for conn in config.get("connections", {}).values():
+        for child in conn.get("children", {}).values():
+            child["start_action"] = "none"  # the matrix initiates over VICI
+    return config
+
+
+def refused(base: LabSpec, case: Case) -> CaseResult:
+    """SM4/SM3 cells: never run; the lab must refuse to plan them."""
+    try:
+        case_plan(base, case, "mx-refusal", None)
+    except LabError as exc:
+        return CaseResult.of(case, UNSUPPORTED, detail=str(exc).replace("\n", " ").strip())
+    return CaseResult.of(case, ERROR, detail="expected the lab to refuse this cell, it planned it")
+
+
+_DOC_NETS = tuple(ipaddress.IPv4Network(n) for n in ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"))
+# private range -> (step per slot, the longest prefix a range may have to move by that step)
+_PRIVATE = ((ipaddress.IPv4Network("10.0.0.0/8"), 1 << 16, 16),
+            (ipaddress.IPv4Network("172.16.0.0/12"), 1 << 16, 16),
+            (ipaddress.IPv4Network("192.168.0.0/16"), 1 << 12, 20))
+
+
+def _moved(value: str, slot: int) -> str:
+    """One address or range moved to address slot `slot` (0 = unchanged)."""
+    try:
+        net = ipaddress.IPv4Network(value)
+    except ValueError:
+        return value
+    for doc in _DOC_NETS:
+        if net.subnet_of(doc):
+            step = 8 * slot  # a new /29 per slot (one uplink network per public IP on docker)
+            break
+    else:
+        for private, unit, longest in _PRIVATE:
+            if net.subnet_of(private):
+                if net.prefixlen < longest:
+                    raise LabError(f"{value}: too large to give each matrix lab its own range "
+                                   f"(needs /{longest} or longer); use --jobs 1")
+                step = unit * slot
+                break
+        else:
+            return value
+    moved = ipaddress.IPv4Network((int(net.network_address) + step, net.prefixlen))
+    home = next(n for n in (*_DOC_NETS, *(p for p, _, _ in _PRIVATE)) if net.subnet_of(n))
+    if not moved.subnet_of(home):
+        raise LabError(f"{value}: no room for matrix lab slot {slot} inside {home}")
+    return str(moved.network_address) if "/" not in value else str(moved)
+
+
+def relocate(data: Any, slot: int) -> Any:
+    """A dumped spec with every address and range moved to slot `slot`, so several labs of one
+    spec can share a Docker engine (which refuses overlapping networks); slot 0 is the spec."""
+    if slot == 0:
+        return data
+    if isinstance(data, dict):
+        return {k: relocate(v, slot) for k, v in data.items()}
+    if isinstance(data, list):
+        return [relocate(v, slot) for v in data]
+    if isinstance(data, str) and data[:1].isdigit():
+        return _moved(data, slot)
+    return data
+
+
+def case_secrets(base: LabSpec) -> list[str]:
+    """Secrets to redact from logs and reports."""
+    out = [WRONG_PSK]
+    for t in base.tunnels:
+        out.append(t.pre_shared_key.get_secret_value())
+        if t.customer.pre_shared_key:
+            out.append(t.customer.pre_shared_key.get_secret_value())
+    return out
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def lab_names(jobs: int, prefix: str | None = None) -> list[str]:
+    prefix = prefix or f"mx{os.getpid() % 1000}"
+    names = [f"{prefix}-{k}" for k in range(1, jobs + 1)]
+    for name in names:
+        if len(name) > 16:
+            raise LabError(f"--name: {prefix!r} is too long for lab names like {name!r} (16 characters)")
+    return names
+
+
+@dataclass
+class RunInfo:
+    backend: str = ""
+    dataplane: str = ""
+    labs: list[str] = field(default_factory=list)
+    restarts: int = 0
+
+
+def run_matrix(
+    cases: Sequence[Case],
+    *,
+    spec_path: str | Path = DEFAULT_SPEC,
+    backend: str = "auto",
+    jobs: int = 2,
+    name_prefix: str | None = None,
+    options: RunOptions | None = None,
+    on_result: Callable[[CaseResult], None] = lambda _: None,
+    progress: Callable[[str], None] = lambda _: None,
+    stop: threading.Event | None = None,
+    info: RunInfo | None = None,
+) -> list[CaseResult]:
+    """Run `cases` on `jobs` labs; `on_result` sees every result as it finishes (any thread, one
+    at a time). Labs are always torn down, also on KeyboardInterrupt."""
+    from lab.spec import dump_spec, load_spec, parse_spec
+
+    options = options or RunOptions()
+    stop = stop or threading.Event()
+    info = info or RunInfo()
+    base = load_spec(spec_path)
+    results: list[CaseResult] = []
+    lock = threading.Lock()
+
+    def record(result: CaseResult) -> None:
+        with lock:
+            results.append(result)
+            on_result(result)
+
+    runnable = []
+    for case in cases:
+        if case.unsupported:
+            record(refused(base, case))
+        else:
+            runnable.append(case)
+    if not runnable or stop.is_set():
+        return results
+    names = lab_names(max(1, min(jobs, len(runnable))), name_prefix)
+    info.labs = names
+    todo: queue.Queue[Case] = queue.Queue()
+    for case in runnable:
+        todo.put(case)
+    errors: list[BaseException] = []
+    rigs: dict[str, LabRig] = {}
+
+    def bring_up(name: str) -> LabRig:
+        """Lab `name` from the base spec, its addresses in a slot of their own: labs of one run
+        (and other labs on the same engine) must not overlap on docker; netns does not care."""
+        index = names.index(name)
+        for attempt in range(8):
+            slot = index + attempt * len(names)
+            lab_spec = parse_spec(relocate(dump_spec(base), slot), f"{spec_path} (slot {slot})")
+            with tempfile.TemporaryDirectory(prefix="ipsec-lab-matrix-") as tmp:
+                path = Path(tmp) / "spec.yaml"
+                write_private(path, yaml.safe_dump(dump_spec(lab_spec), sort_keys=False))
+                lifecycle.down(name)
+                try:
+                    lab = lifecycle.up(path, name, backend, tuning=TUNING)
+                except LabError as exc:
+                    if "overlap" in str(exc) and attempt < 7:
+                        continue  # another lab holds these ranges: try the next slot
+                    raise
+            info.backend, info.dataplane = lab.state.backend, lab.state.dataplane
+            rig = LabRig(lab, options, lab_spec)
+            rigs[name] = rig
+            return rig
+        raise AssertionError("unreachable")
+
+    def worker(name: str) -> None:
+        try:
+            rig = bring_up(name)
+            progress(f"lab {name} up ({rig.lab.state.backend}, {rig.lab.state.dataplane})")
+            while not stop.is_set():
+                try:
+                    case = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    result = rig.run(case)
+                except Wedged as exc:
+                    result = CaseResult.of(case, TIMEOUT if "answer" in str(exc) else ERROR,
+                                           detail=f"lab {name} wedged: {exc}; restarted")
+                    record(result)
+                    progress(f"lab {name} wedged ({exc}); restarting it")
+                    info.restarts += 1
+                    rig.close()
+                    if stop.is_set():
+                        return
+                    rig = bring_up(name)
+                    continue
+                record(result)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            if not stop.is_set():
+                errors.append(exc)
+                stop.set()
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True, name=n) for n in names]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        _teardown(stop, rigs, threads, names, options)
+    if errors:
+        exc = errors[0]
+        if isinstance(exc, LabError):
+            raise LabError(f"matrix lab failed: {exc}") from None
+        raise exc
+    return results
+
+
+def _teardown(stop: threading.Event, rigs: dict[str, LabRig], threads: list[threading.Thread],
+              names: list[str], options: RunOptions) -> None:
+    """Tear every lab of the run down; a second Ctrl-C does not cut this short (it is re-raised
+    once everything is gone)."""
+    stop.set()
+    interrupted = False
+    for step in ("close", "join", "down"):
+        pending = list(rigs.values()) if step == "close" else threads if step == "join" else names
+        for item in pending:
+            for _ in range(3):
+                try:
+                    if step == "close":
+                        item.close()  # type: ignore[union-attr]
+                    elif step == "join":
+                        item.join(timeout=options.case_timeout + 5)  # type: ignore[union-attr]
+                    else:
+                        lifecycle.down(item)  # type: ignore[arg-type]
+                    break
+                except KeyboardInterrupt:
+                    interrupted = True
+                except Exception:  # noqa: BLE001 - the next step (down) removes it anyway
+                    break
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def default_jobs() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+__all__ = ["RunInfo", "RunOptions", "LabRig", "run_matrix", "case_plan", "plan_tunnel", "refused",
+           "default_jobs", "lab_names", "case_secrets", "shared_secrets"]

@@ -1,0 +1,229 @@
+"""Cloud API JSON <-> spec: import of the samples, API-named errors, round trips."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from lab.cloudapi import PSK_PLACEHOLDER, export_tunnel, export_tunnel_with_notes, import_tunnel
+from lab.errors import LabError
+from lab.spec import SpecInvalid, dump_spec, parse_spec
+
+from .conftest import EXAMPLES
+
+API = EXAMPLES / "api"
+
+
+def load(name: str) -> dict:
+    return json.loads((API / name).read_text())
+
+
+def test_create_body_imports_with_notes():
+    spec, notes = import_tunnel(load("create-vpn-connection.json"))
+    parsed = parse_spec(spec)
+    t = parsed.tunnels[0]
+    assert t.name == "idc-shanghai"
+    assert (t.ike.version, t.ike.encryption, t.ike.integrity, t.ike.dh_group) == ("v1", "AES-128",
+                                                                                   "SHA1", "DH2")
+    assert (t.ipsec.pfs, t.ipsec.sa_lifetime, t.ipsec.sa_lifetime_kb) == ("DH2", 3600, 1843200)
+    assert t.dpd.action == "retry" and t.dpd.timeout == 30
+    assert len(t.mappings()) == 3
+    assert str(parsed.vpn_gateway.public_ip) == "203.0.113.1"
+    assert any("vpc_cidr" in n and "lab default" in n for n in notes)
+    assert any(n.startswith("customer_gateway.idc_cidrs") for n in notes)
+
+
+def test_describe_needs_a_choice_when_several():
+    with pytest.raises(LabError) as exc:
+        import_tunnel(load("describe-vpn-connections.json"))
+    assert "idc-guangzhou (vpnx-4kl5mn6o)" in str(exc.value)
+    assert "idc-beijing-sm (vpnx-7pq8rs9t)" in str(exc.value)
+    with pytest.raises(LabError, match="--connection"):
+        import_tunnel(load("describe-vpn-connections.json"), connection="nope")
+
+
+def test_describe_entry_by_name_fqdn_and_health_check():
+    spec, notes = import_tunnel(load("describe-vpn-connections.json"), connection="idc-guangzhou")
+    t = parse_spec(spec).tunnels[0]
+    assert t.ike.local_id.type == "fqdn" and t.ike.local_id.value == "vpngw.cloud.example"
+    assert t.ike.peer_id.value == "cgw.idc.example"
+    assert t.health_check.enabled and str(t.health_check.local_ip) == "169.254.128.10"
+    assert t.health_check.interval_ms == 5000
+    assert any("customer_gateway.public_ip" in n and "CustomerGatewayId cgw-9wx0yz1a" in n
+               for n in notes)
+
+
+def test_describe_entry_by_id_sm_real_addresses_mapped():
+    spec, notes = import_tunnel(load("describe-vpn-connections.json"), connection="vpnx-7pq8rs9t",
+                                psk="some-psk")
+    t = parse_spec(spec).tunnels[0]
+    assert (t.ike.encryption, t.ike.integrity, t.ipsec.encryption) == ("SM4", "SM3", "SM4")
+    assert t.negotiation_type == "traffic-triggered" and t.ike.exchange_mode == "aggressive"
+    assert not t.dpd.enabled and t.ipsec.pfs == "disable"
+    assert spec["vpn_gateway"]["public_ip"] == "203.0.113.1"
+    assert str(t.customer_gateway.public_ip) == "198.51.100.2"
+    text = json.dumps(spec)
+    assert "129.226.50.10" not in text and "49.51.60.20" not in text
+    assert any("129.226.50.10 is a real public address" in n for n in notes)
+
+
+def test_describe_without_psk_asks_for_one():
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(load("describe-vpn-connections.json"), connection="idc-beijing-sm")
+    assert any(p.startswith("PreShareKey:") and "--psk-env" in p for p in exc.value.problems)
+
+
+def test_static_route_with_idc_option_adds_routes():
+    spec, notes = import_tunnel(load("create-static-route.json"), idc_cidrs=["192.168.50.0/24"],
+                                customer_gateway_ip="198.51.100.7")
+    parsed = parse_spec(spec)
+    assert parsed.tunnels[0].communication_mode == "destination-route"
+    assert [str(r.destination) for r in parsed.vpn_gateway.routes] == ["192.168.50.0/24"]
+    assert str(parsed.tunnels[0].customer_gateway.public_ip) == "198.51.100.7"
+    assert any("--customer-gateway-ip" in n for n in notes)
+
+
+def test_real_option_address_is_mapped():
+    spec, notes = import_tunnel(load("create-static-route.json"), vpn_gateway_ip="81.70.1.2")
+    assert spec["vpn_gateway"]["public_ip"] == "203.0.113.1"
+    assert any("81.70.1.2 is a real public address" in n for n in notes)
+
+
+def test_psk_env_reference(monkeypatch):
+    monkeypatch.setenv("LAB_TEST_PSK", "from-env")
+    spec, notes = import_tunnel(load("create-vpn-connection.json"), psk="env:LAB_TEST_PSK")
+    assert spec["tunnels"][0]["pre_shared_key"] == "env:LAB_TEST_PSK"
+    assert any("environment variable LAB_TEST_PSK" in n for n in notes)
+
+
+@pytest.mark.parametrize(("section", "field", "value", "expected"), [
+    ("IKEOptionsSpecification", "DhGroupName", "GROUP3",
+     "IKEOptionsSpecification.DhGroupName: must be one of GROUP1, GROUP2, GROUP5, GROUP14, GROUP24 "
+     "(got 'GROUP3')"),
+    ("IKEOptionsSpecification", "DhGroupName", "GROUP19",
+     "IKEOptionsSpecification.DhGroupName: GROUP19 is valid on newer gateways"),
+    ("IKEOptionsSpecification", "PropoEncryAlgorithm", "AES-128",
+     "IKEOptionsSpecification.PropoEncryAlgorithm: must be one of AES-CBC-128"),
+    ("IKEOptionsSpecification", "IKESaLifetimeSeconds", 30,
+     "IKEOptionsSpecification.IKESaLifetimeSeconds: must be 60-604800 seconds (got 30)"),
+    ("IKEOptionsSpecification", "IKEVersion", "IKEV3", "IKEOptionsSpecification.IKEVersion"),
+    ("IPSECOptionsSpecification", "PfsDhGroup", "GROUP2",
+     "IPSECOptionsSpecification.PfsDhGroup: must be one of NULL, DH-GROUP1"),
+    ("IPSECOptionsSpecification", "EncryptAlgorithm", "AES128GCM128",
+     "IPSECOptionsSpecification.EncryptAlgorithm: AES128GCM128 is valid on newer gateways"),
+    ("IPSECOptionsSpecification", "IntegrityAlgorith", "SHA",
+     "IPSECOptionsSpecification.IntegrityAlgorith: must be one of MD5, SHA1"),
+    ("IPSECOptionsSpecification", "IPSECSaLifetimeSeconds", 100,
+     "IPSECOptionsSpecification.IPSECSaLifetimeSeconds: must be 180-604800 seconds"),
+    ("IPSECOptionsSpecification", "IPSECSaLifetimeTraffic", 1000,
+     "IPSECOptionsSpecification.IPSECSaLifetimeTraffic: must be 2560-4294967295 KB"),
+    (None, "DpdTimeout", "90", "DpdTimeout: must be 30-60 seconds (got '90')"),
+    (None, "DpdAction", "hold", "DpdAction: must be one of clear, restart (got 'hold')"),
+    (None, "NegotiationType", "auto", "NegotiationType: must be one of active, passive, flowTrigger"),
+    (None, "RouteType", "BGP", "RouteType: must be one of Policy, StaticRoute"),
+    (None, "VpnConnectionName", "x" * 61, "VpnConnectionName: at most 60 characters"),
+])
+def test_out_of_range_values_name_the_api_field(section, field, value, expected):
+    data = load("create-vpn-connection.json")
+    (data[section] if section else data)[field] = value
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(data)
+    assert any(p.startswith(expected) for p in exc.value.problems), exc.value.problems
+
+
+def test_health_check_config_ranges_and_spd_cidrs():
+    data = load("create-static-route.json")
+    data["HealthCheckConfig"]["ProbeInterval"] = 500
+    data["HealthCheckConfig"]["ProbeThreshold"] = 9
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(data)
+    assert any(p.startswith("HealthCheckConfig.ProbeInterval: must be 1000-5000") for p in
+               exc.value.problems)
+    assert any(p.startswith("HealthCheckConfig.ProbeThreshold: must be 3-8") for p in
+               exc.value.problems)
+    data = load("create-vpn-connection.json")
+    data["SecurityPolicyDatabases"][0]["RemoteCidrBlock"][1] = "192.168.2.1/33"
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(data)
+    assert exc.value.problems[0].startswith("SecurityPolicyDatabases[0].RemoteCidrBlock[1]:")
+
+
+def test_cross_field_rules_come_back_in_api_terms():
+    data = load("create-vpn-connection.json")
+    data["SecurityPolicyDatabases"].append({"LocalCidrBlock": "10.0.1.0/24",
+                                           "RemoteCidrBlock": ["192.168.1.0/25"]})
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(data)
+    assert any(p.startswith("SecurityPolicyDatabases (spd_rules[2])") and "overlaps" in p
+               for p in exc.value.problems), exc.value.problems
+
+
+def test_fqdn_identity_needs_a_name():
+    data = load("create-vpn-connection.json")
+    data["IKEOptionsSpecification"]["LocalIdentity"] = "FQDN"
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(data)
+    assert any(p.startswith("IKEOptionsSpecification.LocalFqdnName: required") for p in
+               exc.value.problems)
+
+
+def test_defaults_are_noted():
+    data = {"VpnConnectionName": "minimal", "PreShareKey": "k",
+            "SecurityPolicyDatabases": [{"LocalCidrBlock": "10.0.1.0/24",
+                                         "RemoteCidrBlock": ["192.168.1.0/24"]}]}
+    spec, notes = import_tunnel(data)
+    t = parse_spec(spec).tunnels[0]
+    assert (t.ike.encryption, t.ike.dh_group, t.ipsec.encryption) == ("3DES", "DH1", "AES-128")
+    defaults = next(n for n in notes if n.startswith("API defaults"))
+    assert "IKEOptionsSpecification.PropoEncryAlgorithm=3DES-CBC" in defaults
+    assert "IPSECOptionsSpecification.PfsDhGroup=NULL" in defaults
+    assert any(n.startswith("RouteType: absent; Policy") for n in notes)
+
+
+ROUND_TRIPS = [
+    ("create-vpn-connection.json", {}),
+    ("create-static-route.json", {"idc_cidrs": ["192.168.50.0/24"]}),
+    ("describe-vpn-connections.json", {"connection": "idc-guangzhou"}),
+    ("describe-vpn-connections.json", {"connection": "idc-beijing-sm", "psk": "sm-psk"}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), ROUND_TRIPS, ids=lambda v: str(v))
+def test_import_export_import_round_trips(name, options):
+    first, _ = import_tunnel(load(name), **options)
+    options = {k: v for k, v in options.items() if k not in ("connection", "psk")}
+    body = export_tunnel(parse_spec(first), include_psk=True)
+    assert "IntegrityAlgorith" in body["IPSECOptionsSpecification"]
+    second, _ = import_tunnel(copy.deepcopy(body), **options)
+    assert dump_spec(parse_spec(first)) == dump_spec(parse_spec(second))
+    assert export_tunnel(parse_spec(second), include_psk=True) == body
+
+
+def test_export_spellings_and_placeholder():
+    spec, _ = import_tunnel(load("describe-vpn-connections.json"), connection="vpnx-7pq8rs9t",
+                            psk="secret-psk")
+    body, notes = export_tunnel_with_notes(parse_spec(spec))
+    assert body["PreShareKey"] == PSK_PLACEHOLDER and "secret-psk" not in json.dumps(body)
+    assert any("--include-psk" in n for n in notes)
+    ike, ipsec = body["IKEOptionsSpecification"], body["IPSECOptionsSpecification"]
+    assert (ike["PropoEncryAlgorithm"], ike["PropoAuthenAlgorithm"], ike["DhGroupName"]) == (
+        "SM4", "SM3", "GROUP5")
+    assert (ipsec["IntegrityAlgorith"], ipsec["PfsDhGroup"]) == ("SM3", "NULL")
+    assert body["NegotiationType"] == "flowTrigger" and body["DpdEnable"] == 0
+    # a placeholder never becomes a key on re-import
+    with pytest.raises(SpecInvalid, match="PreShareKey"):
+        import_tunnel(body)
+
+
+def test_export_of_example_specs():
+    from lab.spec import load_spec
+
+    body = export_tunnel(load_spec(EXAMPLES / "default.yaml"))
+    assert body["IKEOptionsSpecification"]["PropoAuthenAlgorithm"] == "SHA-256"
+    assert body["IPSECOptionsSpecification"]["IntegrityAlgorith"] == "SHA1"
+    assert body["IPSECOptionsSpecification"]["PfsDhGroup"] == "DH-GROUP14"
+    body = export_tunnel(load_spec(EXAMPLES / "ikev1-aggressive-fqdn.yaml"))
+    assert body["IKEOptionsSpecification"]["LocalFqdnName"] == "vpngw.cloud.example"
+    assert body["IKEOptionsSpecification"]["ExchangeMode"] == "AGGRESSIVE"

@@ -1,0 +1,307 @@
+"""The matrix executor: classification of real strongSwan 5.9.8 logs (unit), and runs on real labs
+(integration: positives, pairwise, every negative reason, timeout, resume, shard merge, reports)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from lab import lifecycle
+from lab.matrix import cases as mc
+from lab.matrix.classify import classify, pfs_only, transcript
+from lab.matrix.commands import select_cases
+from lab.matrix.results import read_results
+from lab.matrix.runner import RunOptions, run_matrix
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- classification, from lines real daemons logged (initiator vpngw, responder cgw1) -------------
+
+def ev(*msgs: str) -> list[dict[str, str]]:
+    return [{"group": "IKE", "level": "1", "ikesa-name": "tunnel-default", "msg": m} for m in msgs]
+
+
+REAL = {
+    ("v1", mc.PROPOSAL_IKE): (
+        ["received NO_PROPOSAL_CHOSEN error notify"],
+        ev("203.0.113.1 is initiating a Main Mode IKE_SA",
+           "received proposals: IKE:3DES_CBC/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_768",
+           "configured proposals: IKE:AES_CBC_256/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_768",
+           "no proposal found")),
+    ("v2", mc.PROPOSAL_IKE): (
+        ["received NO_PROPOSAL_CHOSEN notify error"],
+        ev("203.0.113.1 is initiating an IKE_SA",
+           "received proposals: IKE:3DES_CBC/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_768",
+           "configured proposals: IKE:AES_CBC_256/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_768",
+           "received proposals unacceptable")),
+    ("v1", mc.PROPOSAL_IPSEC): (
+        ["IKE_SA tunnel-default[3] established between 203.0.113.1[203.0.113.1]...198.51.100.2"
+         "[198.51.100.2]", "received NO_PROPOSAL_CHOSEN error notify"],
+        ev("received proposals: ESP:AES_CBC_128/HMAC_SHA1_96/NO_EXT_SEQ",
+           "configured proposals: ESP:AES_CBC_256/HMAC_SHA2_256_128/NO_EXT_SEQ",
+           "no matching proposal found, sending NO_PROPOSAL_CHOSEN")),
+    ("v2", mc.PROPOSAL_IPSEC): (
+        ["received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built",
+         "failed to establish CHILD_SA, keeping IKE_SA"],
+        ev("received proposals: ESP:AES_CBC_128/HMAC_SHA1_96/NO_EXT_SEQ",
+           "configured proposals: ESP:AES_CBC_256/HMAC_SHA2_256_128/NO_EXT_SEQ",
+           "no acceptable proposal found", "failed to establish CHILD_SA, keeping IKE_SA")),
+    ("v1", mc.PFS): (
+        ["received NO_PROPOSAL_CHOSEN error notify"],
+        ev("received proposals: ESP:AES_CBC_128/HMAC_SHA1_96/MODP_2048/NO_EXT_SEQ",
+           "configured proposals: ESP:AES_CBC_128/HMAC_SHA1_96/MODP_1536/NO_EXT_SEQ",
+           "no matching proposal found, sending NO_PROPOSAL_CHOSEN")),
+    ("v1", mc.VERSION): (
+        ["received NO_PROPOSAL_CHOSEN error notify"],
+        ev("no IKE config found for 198.51.100.2...203.0.113.1, sending NO_PROPOSAL_CHOSEN")),
+    ("v2", mc.VERSION): (
+        ["received NO_PROPOSAL_CHOSEN notify error"],
+        ev("no IKE config found for 198.51.100.2...203.0.113.1, sending NO_PROPOSAL_CHOSEN")),
+    ("v1 main->aggressive", mc.MODE): (
+        ["received AUTHENTICATION_FAILED error notify"],
+        ev("looking for pre-shared key peer configs matching 198.51.100.2...203.0.113.1[203.0.113.1]",
+           "found 1 matching config, but none allows pre-shared key authentication using Main Mode")),
+    ("v1 aggressive->main", mc.MODE): (
+        ["received AUTHENTICATION_FAILED error notify"],
+        ev("found 1 matching config, but none allows pre-shared key authentication using "
+           "Aggressive Mode")),
+    ("v1 main", mc.PSK): (
+        ["invalid HASH_V1 payload length, decryption failed?", "could not decrypt payloads",
+         "giving up after 2 retransmits", "establishing IKE_SA failed, peer not responding"],
+        ev("invalid ID_V1 payload length, decryption failed?", "could not decrypt payloads",
+           "ID_PROT request with message ID 0 processing failed")),
+    ("v1 aggressive", mc.PSK): (
+        ["calculated HASH does not match HASH payload"],
+        ev("selected peer config \"tunnel-default\"",
+           "queueing INFORMATIONAL_V1 request as tasks still active")),
+    ("v2", mc.PSK): (
+        ["received AUTHENTICATION_FAILED notify error"],
+        ev("tried 1 shared key for '198.51.100.2' - '203.0.113.1', but MAC mismatched")),
+    ("v1", mc.ID): (
+        ["received AUTHENTICATION_FAILED error notify"],
+        ev("looking for pre-shared key peer configs matching 198.51.100.2...203.0.113.1"
+           "[vpn.cloud.ipsec-lab.test]", "no peer config found")),
+    ("v2", mc.ID): (
+        ["received AUTHENTICATION_FAILED notify error"],
+        ev("looking for peer configs matching 198.51.100.2[198.51.100.2]...203.0.113.1"
+           "[vpn.cloud.ipsec-lab.test]", "no matching peer config found")),
+    ("v1", mc.TS): (
+        ["received INVALID_ID_INFORMATION error notify"],
+        ev("no matching CHILD_SA config found for 10.0.1.0/24 === 192.168.1.0/24")),
+    ("v2", mc.TS): (
+        ["received TS_UNACCEPTABLE notify, no CHILD_SA built"],
+        ev("traffic selectors 192.168.1.0/24 === 10.0.1.0/24 unacceptable",
+           "failed to establish CHILD_SA, keeping IKE_SA")),
+    ("any", mc.TIMEOUT): (
+        ["sending retransmit 1 of request message ID 0, seq 1", "giving up after 2 retransmits",
+         "establishing IKE_SA failed, peer not responding"], []),
+}
+
+
+@pytest.mark.parametrize("key", list(REAL), ids=[f"{v}-{r}" for v, r in REAL])
+def test_classify_real_log_lines(key):
+    initiate_log, responder = REAL[key]
+    reason, evidence = classify(initiate_log, {"vpngw": ev(*initiate_log), "cgw1": responder},
+                                "initiating 'tunnel-default-m1' failed")
+    assert reason == key[1], evidence
+    assert evidence
+
+
+def test_classify_unknown_and_timeout():
+    assert classify([], {}, "initiating failed")[0] is None
+    assert classify([], {}, "per-case timeout", timed_out=True)[0] == mc.TIMEOUT
+
+
+def test_pfs_only_compares_everything_but_the_group():
+    assert pfs_only("ESP:AES_CBC_128/HMAC_SHA1_96/MODP_2048/NO_EXT_SEQ",
+                    "ESP:AES_CBC_128/HMAC_SHA1_96/NO_EXT_SEQ")
+    assert not pfs_only("ESP:AES_CBC_128/HMAC_SHA1_96/NO_EXT_SEQ",
+                        "ESP:AES_CBC_256/HMAC_SHA2_256_128/NO_EXT_SEQ")
+    assert not pfs_only("ESP:AES_CBC_128/HMAC_SHA1_96/MODP_2048/NO_EXT_SEQ",
+                        "ESP:AES_CBC_256/HMAC_SHA1_96/MODP_1536/NO_EXT_SEQ")
+
+
+def test_transcript_drops_packet_noise():
+    lines = transcript(["sending packet: from 1 to 2", "received NO_PROPOSAL_CHOSEN error notify"],
+                       {"cgw1": ev("received packet: from 203.0.113.1[500]", "no proposal found")},
+                       "vpngw", "cgw1")
+    assert lines == ["vpngw (initiator) received NO_PROPOSAL_CHOSEN error notify",
+                     "cgw1 (responder) [IKE] no proposal found"]
+
+
+# -- real labs -----------------------------------------------------------------------------------
+
+def _prefix(tag: str) -> str:
+    return f"t{os.getpid() % 1000}{tag}"
+
+
+@pytest.fixture
+def prefixes():
+    """Lab name prefixes for one test; whatever a run left behind is removed afterwards."""
+    used: list[str] = []
+
+    def make(tag: str) -> str:
+        used.append(_prefix(tag))
+        return used[-1]
+
+    yield make
+    for prefix in used:
+        for k in (1, 2, 3):
+            lifecycle.down(f"{prefix}-{k}")
+
+
+def _needs_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and strongSwan daemons")
+
+
+def _assert_passed(results, n):
+    assert len(results) == n
+    bad = [(r.id, r.expect, r.outcome, r.detail) for r in results if not r.passed]
+    assert not bad, bad
+
+
+@pytest.mark.integration
+def test_small_full_matrix_all_established(backend, prefixes):
+    dims = mc.restrict(mc.default_dimensions(), {
+        "ike_version": ["v2"], "ike_encryption": ["AES-128", "AES-256"],
+        "ike_integrity": ["SHA1", "SHA256"], "dh_group": ["DH2", "DH14"],
+        "local_id_type": ["address"], "peer_id_type": ["address"], "ipsec_encryption": ["AES-128"],
+        "ipsec_integrity": ["SHA1"], "pfs": ["disable"],
+    })
+    cases = mc.full(dims)
+    results = run_matrix(cases, backend=backend, jobs=2, name_prefix=prefixes("f"),
+                         options=RunOptions(wire_every=3))
+    _assert_passed(results, 8)
+    assert {r.outcome for r in results} == {mc.ESTABLISHED}
+    assert sum("wire: ESP only" in r.detail for r in results) >= 2  # sampled wire checks ran
+    for r in results:
+        ike = r.negotiated["ike"]
+        assert ike["version"] == "2" and ike["encr-alg"] == "AES_CBC"
+        assert set(r.timings) >= {"plan", "load", "initiate", "control", "data", "clean"}
+
+
+@pytest.mark.integration
+def test_pairwise_both_versions_and_sm4_refused(prefixes):
+    _needs_root()
+    dims = mc.restrict(mc.default_dimensions(), {
+        "ike_version": ["v1", "v2"], "ike_encryption": ["AES-128", "3DES", "SM4"],
+        "ike_integrity": ["SHA1", "SHA256"], "dh_group": ["DH2", "DH14"],
+        "local_id_type": ["address", "fqdn"], "peer_id_type": ["address"],
+        "ipsec_encryption": ["AES-256"], "ipsec_integrity": ["SHA256"], "pfs": ["disable", "DH14"],
+    })
+    cases = mc.pairwise(dims)
+    results = run_matrix(cases, backend="netns", jobs=2, name_prefix=prefixes("p"))
+    _assert_passed(results, len(cases))
+    outcomes = {r.outcome for r in results}
+    assert outcomes == {mc.ESTABLISHED, mc.UNSUPPORTED}
+    assert {r.params["exchange_mode"] for r in results if r.outcome == mc.ESTABLISHED} == \
+        {"main", "aggressive"}
+    sm4 = [r for r in results if "SM4" in r.params.values()]
+    assert sm4 and all(r.outcome == mc.UNSUPPORTED and not r.timings.get("initiate") for r in sm4)
+
+
+@pytest.mark.integration
+def test_every_negative_reason_fails_for_that_reason(prefixes):
+    _needs_root()
+    base = mc.default_base()
+    cases = mc._dedupe([
+        *mc.negatives({**base, "ike_version": "v2", "ike_encryption": "AES-128"}),
+        *mc.negatives({**base, "ike_version": "v1"}),
+        *mc.negatives({**base, "ike_version": "v1", "exchange_mode": "aggressive"}),
+    ])
+    results = run_matrix(cases, backend="netns", jobs=2, name_prefix=prefixes("n"))
+    _assert_passed(results, len(cases))
+    seen = {(r.params["ike_version"], r.outcome) for r in results}
+    for reason in mc.NEGATIVE_REASONS:
+        assert ("v1", reason) in seen
+        if reason not in (mc.PFS, mc.MODE):  # IKEv1 only: quick-mode PFS, aggressive mode
+            assert ("v2", reason) in seen
+    for r in results:
+        assert r.log and r.detail.startswith(r.expect)
+
+
+@pytest.mark.integration
+def test_case_cut_off_by_timeout_then_lab_still_clean(prefixes):
+    _needs_root()
+    cases = mc.ikev2_crypto_125()[:2]
+    stuck = run_matrix(cases[:1], backend="netns", jobs=1, name_prefix=prefixes("t"),
+                       options=RunOptions(case_timeout=0.02))
+    assert [r.outcome for r in stuck] == [mc.TIMEOUT]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from lab.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+
+
+ONLY = ["ike_version=v1,v2", "ike_encryption=AES-128,AES-256", "ike_integrity=SHA256", "dh_group=DH14",
+        "local_id_type=address", "peer_id_type=address", "ipsec_encryption=AES-128",
+        "ipsec_integrity=SHA1,SM3", "pfs=disable,DH14"]
+SMALL = [arg for only in ONLY for arg in ("--only", only)]
+
+
+@pytest.mark.integration
+def test_cli_interrupted_run_resumed_and_reports(tmp_path, prefixes):
+    _needs_root()
+    expected, _ = select_cases(None, None, ONLY, False, None)
+    results = tmp_path / "run.jsonl"
+    first = _cli("matrix", "--backend", "netns", "--jobs", "2", "--no-negatives", "--name",
+                 prefixes("r"), "--results", str(results), "--limit", "3", *SMALL)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(read_results(results)) == 3
+    out = {k: tmp_path / f"m.{k}" for k in ("json", "xml", "html")}
+    second = _cli("matrix", "--backend", "netns", "--jobs", "2", "--no-negatives", "--name",
+                  prefixes("s"), "--resume", str(results), "--json", str(out["json"]), "--junit",
+                  str(out["xml"]), "--html", str(out["html"]), *SMALL)
+    assert second.returncode == 0, second.stdout + second.stderr
+    ids = [r.id for r in read_results(results)]
+    assert len(ids) == len(set(ids)) == len(expected)  # nothing done twice, nothing missing
+    assert set(ids) == {c.id for c in expected}
+    report = json.loads(out["json"].read_text())
+    assert {c["id"] for c in report["cases"]} == set(ids)
+    assert report["summary"]["passed"] == len(ids)
+    suite = ET.parse(out["xml"]).getroot()
+    assert {tc.get("name") for tc in suite.iter("testcase")} == set(ids)
+    html = out["html"].read_text()
+    assert all(i in html for i in ids)
+
+
+@pytest.mark.integration
+def test_cli_shards_merge_to_the_full_run(tmp_path, prefixes):
+    _needs_root()
+    full_ids = {c.id for c in select_cases(None, None, ONLY, True, None)[0]}
+    files = []
+    for k in (1, 2):
+        f = tmp_path / f"shard{k}.jsonl"
+        run = _cli("matrix", "--backend", "netns", "--jobs", "1", "--negatives", "--shard", f"{k}/2",
+                   "--name", prefixes(f"h{k}"), "--results", str(f), *SMALL)
+        assert run.returncode == 0, run.stdout + run.stderr
+        files.append(f)
+    merged_json = tmp_path / "merged.json"
+    merged = _cli("report", "merge", *map(str, files), "--json", str(merged_json),
+                  "--html", str(tmp_path / "merged.html"), "--junit", str(tmp_path / "merged.xml"))
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    report = json.loads(merged_json.read_text())
+    assert {c["id"] for c in report["cases"]} == full_ids
+    assert {c["shard"] for c in report["cases"]} == {"1/2", "2/2"}
+
+
+def test_report_merge_exits_non_zero_on_an_unexpected_outcome(tmp_path):
+    case = mc.ikev2_crypto_125()[0]
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    from lab.matrix.results import CaseResult, ResultsFile
+
+    with ResultsFile(good) as f:
+        f.write(CaseResult.of(case, mc.ESTABLISHED))
+    with ResultsFile(bad) as f:
+        f.write(CaseResult.of(case, mc.TIMEOUT))
+    assert _cli("report", "merge", str(good)).returncode == 0
+    assert _cli("report", "merge", str(bad)).returncode == 1
