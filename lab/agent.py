@@ -32,6 +32,7 @@ def _scapy():
 
     conf.load_layers = []
     conf.verb = 0
+    conf.bufsize = 1 << 22  # socket buffers: a burst of probes must not overflow the sniffer
     from scapy.layers.inet import ICMP, IP, UDP
     from scapy.packet import Raw
     from scapy.sendrecv import AsyncSniffer, send
@@ -59,35 +60,44 @@ def _markers(pkt, prefix: bytes) -> list[str]:
 
 
 def listen(args: argparse.Namespace) -> None:
-    """Collect the expected UDP markers (JSON list on stdin) until all arrived or time is up.
+    """Collect UDP markers until every expected one arrived or time is up.
 
-    Only expected markers count: the node's own outgoing probes pass the same sniffer.
+    stdin: one line, a JSON list of expected markers, or {"expect": [...], "watch": [...]} where watched
+    markers (to unrouted destinations) are recorded if they arrive but never waited for. Only
+    listed markers count: the node's own outgoing probes pass the same sniffer.
     """
     AsyncSniffer, *_ = _scapy()
     prefix = args.prefix.encode()
-    wanted = set(json.loads(sys.stdin.read() or "[]"))
+    spec = json.loads(sys.stdin.readline() or "[]")
+    wanted = set(spec if isinstance(spec, list) else spec.get("expect", []))
+    watched = set() if isinstance(spec, list) else set(spec.get("watch", []))
     got: set[str] = set()
     done = threading.Event()
 
     def seen(pkt) -> None:
-        got.update(m for m in _markers(pkt, prefix) if m in wanted)
+        got.update(m for m in _markers(pkt, prefix) if m in wanted | watched)
         if got >= wanted:
             done.set()
 
     sniffer = _start(AsyncSniffer, iface=args.iface, filter=f"udp dst port {args.port}", prn=seen)
     _emit({"ready": True})
+    sys.stdin.read()  # the time-out runs from when the senders start (stdin closed), not from now
     done.wait(args.timeout)
     sniffer.stop()
     _emit({"received": sorted(got)})
 
 
 def send(args: argparse.Namespace) -> None:
-    """Send each probe once: UDP carries the marker one way; ICMP echo brings it back."""
+    """Send each probe once: UDP carries the marker one way; ICMP echo brings it back.
+
+    Probes with "expect": false (unrouted destinations) go first and are not waited for.
+    """
     AsyncSniffer, l3send, IP, UDP, ICMP, Raw = _scapy()
-    probes = json.loads(sys.stdin.read())
+    probes = sorted(json.loads(sys.stdin.read()), key=lambda p: p.get("expect", True))
     prefix = args.prefix.encode()
     echoed: set[str] = set()
-    wanted = {p["marker"] for p in probes if p["proto"] == "icmp"}
+    wanted = {p["marker"] for p in probes if p["proto"] == "icmp" and p.get("expect", True)}
+    watched = {p["marker"] for p in probes if p["proto"] == "icmp"}
     done = threading.Event()
 
     def seen(pkt) -> None:
@@ -96,18 +106,24 @@ def send(args: argparse.Namespace) -> None:
             if wanted <= echoed:
                 done.set()
 
-    sniffer = _start(AsyncSniffer, iface=args.iface, filter="icmp", prn=seen)
+    sniffer = _start(AsyncSniffer, iface=args.iface, filter="icmp[icmptype] == icmp-echoreply", prn=seen)
+    from scapy.config import conf
+
+    sock = conf.L3socket()  # one socket for all probes: scapy's send() opens one per packet
     t_first = time.time()
     for n, p in enumerate(probes):
         ip = IP(src=p["src"], dst=p["dst"])
         if p["proto"] == "udp":
-            l3send(ip / UDP(sport=args.port, dport=args.port) / Raw(p["marker"].encode()))
+            sock.send(ip / UDP(sport=args.port, dport=args.port) / Raw(p["marker"].encode()))
         else:
-            l3send(ip / ICMP(id=0x1AB, seq=n) / Raw(p["marker"].encode()))
+            sock.send(ip / ICMP(id=0x1AB, seq=n & 0xFFFF) / Raw(p["marker"].encode()))
+        if n % 20 == 19:
+            time.sleep(args.pace)  # bursts of hundreds overflow libipsec's TUN queue (500)
+    sock.close()
     if wanted:
         done.wait(args.timeout)
     sniffer.stop()
-    _emit({"sent": len(probes), "echoed": sorted(echoed & wanted), "t_first": t_first})
+    _emit({"sent": len(probes), "echoed": sorted(echoed & watched), "t_first": t_first})
 
 
 def capture(args: argparse.Namespace) -> None:
@@ -364,6 +380,7 @@ def main() -> None:
         p.add_argument("--prefix", required=True)
         p.add_argument("--port", type=int, default=33434)
         p.add_argument("--timeout", type=float, default=5.0)
+        p.add_argument("--pace", type=float, default=0.01, help="pause after every 20 packets (s)")
     p = sub.add_parser("serve")
     p.add_argument("--iface", required=True)
     p.add_argument("--echo", action="store_true", help="answer `ping` commands")

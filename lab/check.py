@@ -72,7 +72,10 @@ def run_check(lab: Lab, *, rekey: bool = True) -> CheckReport:
         capture.wait_ready()
         trigger_waiting(lab, report, prefix)
         for conn in lab.plan.gateways[0].connections:
-            control_plane(lab, report, conn.tunnel, rekey)
+            if lab.customer is not None:  # hook (lab.customer): user's config, match CHILD_SAs by TS
+                lab.customer.control_plane(lab, report, conn.tunnel, rekey)
+            else:
+                control_plane(lab, report, conn.tunnel, rekey)
         data.run(report)
     finally:
         data.stop()
@@ -97,7 +100,12 @@ def _algorithms(sa: dict[str, Any], encryption: str, integrity: str) -> list[str
         got = f"{sa.get('encr-alg')}/{sa.get('encr-keysize', '-')}"
         wrong.append(f"encryption {got}, expected {encryption}")
     integ = cat.by_console(cat.INTEGRITY, integrity)
-    if sa.get("integ-alg") != integ.sa_name:
+    if enc.aead:  # GCM: no integ-alg; an IKE_SA (the only SA with prf-alg) uses the hash as PRF
+        if sa.get("integ-alg") is not None:
+            wrong.append(f"integrity {sa.get('integ-alg')}, expected none (AEAD {encryption})")
+        if "prf-alg" in sa and sa["prf-alg"] != cat.PRF[integrity][1]:
+            wrong.append(f"PRF {sa['prf-alg']}, expected {cat.PRF[integrity][1]}")
+    elif sa.get("integ-alg") != integ.sa_name:
         wrong.append(f"integrity {sa.get('integ-alg')}, expected {integrity}")
     return wrong
 
@@ -119,6 +127,14 @@ def installed_children(ike: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
         if child.get("state") == "INSTALLED":
             out[child["name"]] = child
     return out
+
+
+def find_child(ike: dict[str, Any] | None, local, remote) -> dict[str, Any] | None:
+    """The newest INSTALLED CHILD_SA of an IKE_SA with exactly these traffic selectors."""
+    wanted = ([str(local)], [str(remote)])
+    found = [c for c in (ike or {}).get("child-sas", {}).values()
+             if c.get("state") == "INSTALLED" and (c.get("local-ts"), c.get("remote-ts")) == wanted]
+    return max(found, key=lambda c: int(c.get("uniqueid", 0))) if found else None
 
 
 def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool) -> None:
@@ -149,10 +165,12 @@ def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool) -> No
                    f"{ike['remote-id']}")
         children = installed_children(ike)
         for ch in mine.children:
-            child = children.get(ch.name)
+            # matched by traffic selectors: the names are the configs', the selectors the SA's
+            child = find_child(ike, ch.local_ts, ch.remote_ts) or children.get(ch.name)
             where = f"{subject} {ch.name}"
             if child is None:
-                report.add(tunnel, where, "control", "CHILD_SA installed", False, "not installed")
+                report.add(tunnel, where, "control", "CHILD_SA installed", False,
+                           f"no CHILD_SA installed for {ch.local_ts} === {ch.remote_ts}")
                 continue
             wrong = _algorithms(child, ipsec_opt.encryption, ipsec_opt.integrity)
             ts = (child.get("local-ts"), child.get("remote-ts"))
@@ -227,9 +245,9 @@ class DataPlane:
     """UDP both ways and ICMP echo both ways, per mapping, all markers accounted for."""
 
     def __init__(self, lab: Lab, prefix: str):
-        sends: dict[str, list[dict[str, str]]] = {}
-        expect: dict[str, list[str]] = {}
-        self.meta: dict[str, tuple[str, str, str]] = {}
+        sends: dict[str, list[dict[str, Any]]] = {}
+        expect: dict[str, dict[str, list[str]]] = {}
+        self.meta: dict[str, tuple[str, str, str, bool]] = {}
         for n, p in enumerate(lab.plan.probes):
             for direction, src_node, src, dst_node, dst in (
                 ("idc->vpc", p.idc_node, p.idc_addr, p.vpc_node, p.vpc_addr),
@@ -238,14 +256,18 @@ class DataPlane:
                 for proto in ("udp", "icmp"):
                     marker = f"{prefix}-{n}-{direction.replace('->', '2')}-{proto}"
                     sends.setdefault(src_node, []).append(
-                        {"src": str(src), "dst": str(dst), "proto": proto, "marker": marker})
+                        {"src": str(src), "dst": str(dst), "proto": proto, "marker": marker,
+                         "expect": p.delivered})
                     if proto == "udp":
-                        expect.setdefault(dst_node, []).append(marker)
-                    self.meta[marker] = (p.tunnel, f"{p.child} {src} -> {dst}",
-                                         f"{proto} {direction}")
+                        lists = expect.setdefault(dst_node, {"expect": [], "watch": []})
+                        lists["expect" if p.delivered else "watch"].append(marker)
+                    subject = f"{p.child} {src} -> {dst}" if p.child else \
+                        f"unrouted {src} -> {dst}"
+                    self.meta[marker] = (p.tunnel, subject, f"{proto} {direction}", p.delivered)
         common = ["--iface", "eth0", "--prefix", prefix, "--port", str(PROBE_PORT),
                   "--timeout", str(PROBE_TIMEOUT)]
-        self.listeners = [Agent(lab, node, ["listen", *common], stdin=json.dumps(markers))
+        self.listeners = [Agent(lab, node, ["listen", *common], stdin=json.dumps(markers),
+                                keep_open=True)
                           for node, markers in expect.items()]
         # senders import scapy now and block on stdin until `run` hands them their probes
         self.senders = [(Agent(lab, node, ["send", *common]), batch)
@@ -254,6 +276,7 @@ class DataPlane:
     def run(self, report: CheckReport) -> None:
         for agent in self.listeners:
             agent.wait_ready()
+            agent.feed("")  # their time-out starts now
         for agent, batch in self.senders:
             agent.feed(json.dumps(batch))
         arrived: set[str] = set()
@@ -261,10 +284,15 @@ class DataPlane:
             arrived.update(agent.finish().get("echoed", []))
         for agent in self.listeners:
             arrived.update(agent.finish().get("received", []))
-        for marker, (tunnel, subject, what) in self.meta.items():
-            ok = marker in arrived
-            report.add(tunnel, subject, "data", what, ok,
-                       "marker delivered" if ok else "marker not delivered")
+        for marker, (tunnel, subject, what, wanted) in self.meta.items():
+            got = marker in arrived
+            if wanted:
+                report.add(tunnel, subject, "data", what, got,
+                           "marker delivered" if got else "marker not delivered")
+            else:
+                report.add(tunnel, subject, "data", f"{what} not delivered (no route)", not got,
+                           "dropped, as the route table says" if not got
+                           else "delivered although no route leads there")
 
     def stop(self) -> None:
         """Ends agents still running (after a failure before `run`)."""
@@ -292,11 +320,20 @@ def wire_check(report: CheckReport, wire: dict[str, Any]) -> None:
 class Agent:
     """lab/agent.py running in a node: a `ready` line once listening, then one result line."""
 
-    def __init__(self, lab: Lab, node: str, args: list[str], stdin: str | None = None):
+    def __init__(self, lab: Lab, node: str, args: list[str], stdin: str | None = None,
+                 keep_open: bool = False):
         self.node, self.mode = node, args[0]
         self.proc = lab.backend.spawn(lab.state, node, lab.backend.agent() + args)
-        if stdin is not None:
+        if stdin is not None and keep_open:
+            self.say(stdin)
+        elif stdin is not None:
             self.feed(stdin)
+
+    def say(self, line: str) -> None:
+        """One line to the agent, stdin kept open."""
+        assert self.proc.stdin
+        self.proc.stdin.write(line.rstrip("\n") + "\n")
+        self.proc.stdin.flush()
 
     def feed(self, text: str) -> None:
         """Hand the agent its input and close stdin (which also stops a capture)."""

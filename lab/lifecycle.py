@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -35,6 +36,7 @@ class Lab:
     plan: LabPlan
     spec: LabSpec
     backend: Backend
+    customer: Any = None  # lab.customer.CustomerRun: the customer gateway runs the user's own config
 
     def vici(self, node: str) -> Vici:
         return Vici(self.backend.host_dir(self.state.name, node) / "charon.vici")
@@ -63,15 +65,21 @@ def choose_backend(requested: str) -> tuple[Backend, str]:
 
 def up(spec_path: str | Path | LabSpec, name: str = "default", backend: str = "auto",
        progress: Progress = lambda _: None, tuning: DaemonTuning | None = None,
-       time_scale: float = 1.0, before_establish: Callable[[Lab], None] | None = None) -> Lab:
+       time_scale: float = 1.0, before_establish: Callable[[Lab], None] | None = None,
+       customer: Any = None) -> Lab:
     """`tuning` fixes daemon-wide settings (the matrix keeps daemons across cases);
     `time_scale` shortens DPD and lifetimes; `before_establish` runs once the daemons answer
-    and before any tunnel is loaded (e.g. to start a capture that must see the first packet).
+    and before any tunnel is loaded (e.g. to start a capture that must see the first packet);
+    `customer` (lab.customer.CustomerRun) runs the user's own config on the customer gateway.
     """
     check_lab_name(name)
     spec = spec_path if isinstance(spec_path, LabSpec) else load_spec(spec_path)
+    if customer is not None:  # hook (lab.customer): IDC ranges from the user's config
+        spec = customer.fit_spec(spec)
     dataplane = detect()
     plan = build_plan(spec, name, dataplane, tuning, time_scale)
+    if customer is not None:  # hook (lab.customer): the gateway at the config's own address
+        customer.fit_plan(plan)
     chosen, why = choose_backend(backend)
     progress(f"backend {chosen.name} ({why}); dataplane {dataplane.name}")
     state = labstate.create(name, chosen.name, yaml.safe_dump(dump_spec(spec), sort_keys=False))
@@ -81,12 +89,17 @@ def up(spec_path: str | Path | LabSpec, name: str = "default", backend: str = "a
     state.time_scale = time_scale
     state.save()
     try:
-        lab = Lab(state, plan, spec, chosen)
+        lab = Lab(state, plan, spec, chosen, customer)
+        if customer is not None:  # hook (lab.customer): remembered for attach/check
+            customer.save(state.dir)
         chosen.deploy(plan, state, progress)
         start_daemons(lab, progress)
         if before_establish:
             before_establish(lab)
-        establish(lab, progress)
+        if customer is not None:  # hook (lab.customer): failures are recorded for check, not raised
+            customer.establish(lab, progress)
+        else:
+            establish(lab, progress)
         state.phase = "up"
         state.save()
         return lab
@@ -100,6 +113,8 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
     for gw in lab.plan.gateways:
         directory = lab.backend.host_dir(lab.state.name, gw.node)
         files = render_gateway(lab.plan, gw, lab.backend.run_dir(lab.state.name, gw.node))
+        if lab.customer is not None and gw.side == "customer":  # hook (lab.customer): user's files
+            files = lab.customer.gateway_files(files)
         for filename, text in files.items():
             write_private(directory / filename, text)
         lab.backend.start_daemon(lab.state, gw.node)
@@ -110,6 +125,10 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
         wait_socket(directory / "charon.vici", deadline,
                     alive=lambda pid=pid: pid is None or _alive(pid))
     progress(f"{len(lab.plan.gateways)} strongSwan daemons answering on VICI")
+    from lab.routing import install_route_tables
+
+    if routes := install_route_tables(lab):
+        progress(f"{routes} route-table entries for destination-route tunnels installed")
 
 
 def _alive(pid: int) -> bool:
@@ -129,7 +148,12 @@ def attach(name: str = "default") -> Lab:
         tuning = DaemonTuning(tuning.aggressive_psk, tuple(tuning.retransmit))  # type: ignore[arg-type]
     plan = build_plan(spec, name, Dataplane(state.dataplane, state.dataplane_reason), tuning,
                       state.time_scale)
-    return Lab(state, plan, spec, get_backend(state.backend))
+    from lab.customer import CustomerRun  # hook (lab.customer): a lab run with the user's config
+
+    customer = CustomerRun.restore(state.dir)
+    if customer is not None:
+        customer.fit_plan(plan)
+    return Lab(state, plan, spec, get_backend(state.backend), customer)
 
 
 def down(name: str = "default", progress: Progress = lambda _: None) -> list[str]:

@@ -22,6 +22,8 @@ from lab.spec import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel
 Role = Literal["vpc-host", "vpn-gateway", "internet", "customer-gateway", "idc-host"]
 LAB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 WAN, LAN = "eth0", "eth1"
+LIBIPSEC_TUN = "ipsec0"  # kernel-libipsec's TUN device
+UNROUTED_BASE = "172.31"  # IDC canary addresses no route of the cloud gateway leads to
 
 
 @dataclass
@@ -103,18 +105,25 @@ class Gateway:
     dataplane: Dataplane
     aggressive_psk: bool
     retransmit: tuple[float, float, int] | None  # timeout, base, tries (IKEv2 DPD derived)
+    # the gateway's route table in the main table (SPD mappings' peers and destination routes),
+    # installed once its daemon runs (libipsec only: see lab.routing)
+    route_table: list[Route] = field(default_factory=list)
 
 
 @dataclass
 class MappingProbe:
-    """Where the data-plane check sends from and to, for one mapping of one tunnel."""
+    """Where the data-plane check sends from and to, for one mapping of one tunnel.
+
+    `delivered=False` marks an unrouted destination: traffic there must not arrive at all.
+    """
 
     tunnel: str
-    child: str
+    child: str | None
     vpc_node: str
     vpc_addr: ipaddress.IPv4Address
     idc_node: str
     idc_addr: ipaddress.IPv4Address
+    delivered: bool = True
 
 
 @dataclass
@@ -151,10 +160,13 @@ def host_address(cidr: Cidr, index: int) -> ipaddress.IPv4Address:
     return cidr[min(index, cidr.num_addresses - 2)]
 
 
-def proposal(encryption: str, integrity: str, dh: str | None) -> str:
+def proposal(encryption: str, integrity: str, dh: str | None, ike: bool = False) -> str:
+    """An AEAD cipher (GCM) takes no integrity algorithm; in IKE it takes the integrity's PRF."""
+    enc = cat.by_console(cat.ENCRYPTION, encryption)
     parts = [
-        cat.by_console(cat.ENCRYPTION, encryption).keyword,
-        cat.by_console(cat.INTEGRITY, integrity).keyword,
+        enc.keyword,
+        cat.by_console(cat.INTEGRITY, integrity).keyword if not enc.aead
+        else cat.PRF[integrity][0] if ike else None,
     ]
     if dh:
         parts.append(cat.by_console(cat.DH_GROUPS, dh).keyword)
@@ -173,15 +185,22 @@ def _identity(ident, public_ip) -> str:
     return ident.value if ident.value else str(public_ip)
 
 
+def child_name(tunnel: Tunnel, index: int) -> str:
+    """`-m<i>` per SPD mapping, `-r<i>` per routed destination."""
+    kind = "r" if tunnel.communication_mode == "destination-route" else "m"
+    return f"{tunnel.name}-{kind}{index + 1}"
+
+
 def _connection(
     tunnel: Tunnel, side: str, ike: IkeOptions, ipsec: IpsecOptions, psk: str,
     local_addr, remote_addr, local_id: str, remote_id: str, dataplane: Dataplane,
-    time_scale: float = 1.0,
+    time_scale: float = 1.0, selectors: list[tuple[Cidr, Cidr]] | None = None,
 ) -> Connection:
     pfs = None if ipsec.pfs == "disable" else ipsec.pfs
+    pairs = tunnel.mappings() if selectors is None else selectors
     children = [
-        Child(f"{tunnel.name}-m{i + 1}", lo if side == "cloud" else pe, pe if side == "cloud" else lo)
-        for i, (lo, pe) in enumerate(tunnel.mappings())
+        Child(child_name(tunnel, i), lo if side == "cloud" else pe, pe if side == "cloud" else lo)
+        for i, (lo, pe) in enumerate(pairs)
     ]
     passive = tunnel.negotiation_type == "passive"
     if side == "cloud":
@@ -205,7 +224,7 @@ def _connection(
         remote_addr=remote_addr,
         local_id=local_id,
         remote_id=remote_id,
-        ike_proposal=proposal(ike.encryption, ike.integrity, ike.dh_group),
+        ike_proposal=proposal(ike.encryption, ike.integrity, ike.dh_group, ike=True),
         esp_proposal=proposal(ipsec.encryption, ipsec.integrity, pfs),
         ike_rekey_time=ike_life * 9 // 10,
         ike_over_time=ike_life - ike_life * 9 // 10,
@@ -214,7 +233,7 @@ def _connection(
         child_life_bytes=life_bytes,
         child_rekey_bytes=life_bytes * 9 // 10,
         dpd=dpd,
-        dpd_action=cat.DPD_ACTIONS[tunnel.dpd.action] if dpd else "none",
+        dpd_action=cat.ALL_DPD_ACTIONS[tunnel.dpd.action] if dpd else "none",
         start_action=start,
         children=children,
         psk=psk,
@@ -275,12 +294,6 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
     missing = unsupported(spec)
     if missing:
         raise LabError("cannot run this lab:\n" + "\n".join(f"  - {m}" for m in missing))
-    for i, t in enumerate(spec.tunnels):
-        if t.communication_mode == "destination-route":
-            raise LabError(
-                f"tunnels[{i}].communication_mode: destination-route tunnels validate and render, "
-                "but the lab does not run them yet; use spd-policy to run this tunnel"
-            )
     gw_spec = spec.vpn_gateway
     nodes: list[Node] = []
     links: list[Link] = []
@@ -304,11 +317,12 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
     vpc_lans = _Addresses([gw_spec.vpc_cidr])
     vpc_addr: dict[Cidr, ipaddress.IPv4Address] = {}
     for t in spec.tunnels:
-        for local, _ in t.mappings():
+        for local, _ in spec.selectors(t):
             vpc_lans.lan_for(local)
             vpc_addr.setdefault(local, host_address(local, 10))
 
     cloud_conns, gateways = [], []
+    route_table: list[Route] = []
     for i, t in enumerate(spec.tunnels, start=1):
         cgw_ip = t.customer_gateway.public_ip
         cgw = Node(f"cgw{i}", "customer-gateway", forwarding=True)
@@ -316,18 +330,28 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         nodes += [cgw, idc]
         wan(cgw, cgw_ip, f"p-cgw{i}")
 
+        selectors = spec.selectors(t)
         idc_lans = _Addresses(list(t.customer_gateway.idc_cidrs))
         idc_addr: dict[Cidr, ipaddress.IPv4Address] = {}
-        for _, peer in t.mappings():
+        for _, peer in selectors:
             idc_lans.lan_for(peer)
             idc_addr.setdefault(peer, host_address(peer, 10))
+        canary = None
+        if t.communication_mode == "destination-route":
+            # an IDC address no route leads to (an unrouted IDC range, else a made-up one):
+            # traffic to it must not cross any tunnel
+            routed = spec.routes_of(t)
+            unrouted = [c for c in t.customer_gateway.idc_cidrs
+                        if not any(c.overlaps(r) for r in routed)]
+            dark = unrouted[0] if unrouted else Cidr(f"{UNROUTED_BASE}.{i}.0/24")
+            canary = host_address(idc_lans.lan_for(dark), 10)
         _attach_host(cgw, idc, idc_lans, idc_addr, links)
 
         cloud_id = _identity(t.ike.local_id, gw_spec.public_ip)
         peer_id = _identity(t.ike.peer_id, cgw_ip)
         cloud_conns.append(_connection(
             t, "cloud", t.ike, t.ipsec, t.pre_shared_key.get_secret_value(),
-            gw_spec.public_ip, cgw_ip, cloud_id, peer_id, dataplane, time_scale,
+            gw_spec.public_ip, cgw_ip, cloud_id, peer_id, dataplane, time_scale, selectors,
         ))
         c_ike, c_ipsec, c_psk = customer_options(t)
         # ID overrides are the customer's view: its own ID, and the ID it expects of the cloud.
@@ -336,7 +360,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
                     else cloud_id)
         customer_conn = _connection(
             t, "customer", c_ike, c_ipsec, c_psk, cgw_ip, gw_spec.public_ip,
-            c_local, c_remote, dataplane, time_scale,
+            c_local, c_remote, dataplane, time_scale, selectors,
         )
         gateways.append(Gateway(
             cgw.name, "customer", cgw_ip, [customer_conn], dataplane,
@@ -344,14 +368,19 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             retransmit=retransmit_for([customer_conn.dpd] if customer_conn.version == 2 else [])
             if tuning is None else tuning.retransmit,
         ))
-        for m, (local, peer) in enumerate(t.mappings(), start=1):
+        for m, (local, peer) in enumerate(selectors):
             probes.append(MappingProbe(
-                t.name, f"{t.name}-m{m}", vpc.name, vpc_addr[local], idc.name, idc_addr[peer]
+                t.name, child_name(t, m), vpc.name, vpc_addr[local], idc.name, idc_addr[peer]
             ))
+            if dataplane.name == "libipsec" and all(r.destination != peer for r in route_table):
+                route_table.append(Route(peer, device=LIBIPSEC_TUN))
+        if canary is not None:
+            probes.append(MappingProbe(t.name, None, vpc.name, host_address(gw_spec.vpc_cidr, 10),
+                                       idc.name, canary, delivered=False))
 
     _attach_host(cloud, vpc, vpc_lans, vpc_addr, links)
     gateways.insert(0, Gateway(
-        cloud.name, "cloud", gw_spec.public_ip, cloud_conns, dataplane,
+        cloud.name, "cloud", gw_spec.public_ip, cloud_conns, dataplane, route_table=route_table,
         aggressive_psk=any(c.aggressive for c in cloud_conns) if tuning is None
         else tuning.aggressive_psk,
         retransmit=retransmit_for([c.dpd for c in cloud_conns if c.version == 2])

@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterator
 
 from lab import catalogue as cat
+from lab import profiles
 from lab.spec import FQDN, Cidr, LabSpec, Tunnel
 
 # The simulated internet uses documentation ranges only (RFC 5737): lab traffic never leaves.
@@ -47,12 +48,26 @@ def _gateway_rules(spec: LabSpec) -> Iterator[str]:
                   "gateway's route table apply to destination-route tunnels only"
         if route.destination.overlaps(gw.vpc_cidr):
             yield f"{where}.destination: {route.destination} overlaps the VPC CIDR {gw.vpc_cidr}"
+        for j, other in enumerate(gw.routes[:i]):
+            if route.destination.overlaps(other.destination):
+                yield f"{where}.destination: {route.destination} overlaps vpn_gateway.routes[{j}] " \
+                      f"({other.destination}); the lab's route table has no priorities"
+        for t_i, t in enumerate(spec.tunnels):
+            for local, peer in t.mappings():
+                if route.destination.overlaps(peer) and local.overlaps(gw.vpc_cidr):
+                    yield f"{where}.destination: {route.destination} overlaps the SPD mapping " \
+                          f"{local}-{peer} of tunnels[{t_i}]; traffic to it would match both"
+    for i, t in enumerate(spec.tunnels):
+        if t.communication_mode == "destination-route" and not spec.routes_of(t):
+            yield f"tunnels[{i}]: destination-route tunnel {t.name!r} has no route in " \
+                  "vpn_gateway.routes; add {destination, tunnel} entries"
 
 
 def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:
     at = f"tunnels[{i}]"
-    if len(t.name) > cat.TUNNEL_NAME_MAX:
-        yield f"{at}.name: at most {cat.TUNNEL_NAME_MAX} characters (got {len(t.name)})"
+    prof = profile_of(spec)
+    if len(t.name) > prof.tunnel_name_max:
+        yield f"{at}.name: at most {prof.tunnel_name_max} characters{prof.where()} (got {len(t.name)})"
     if not _documentation(t.customer_gateway.public_ip):
         yield f"{at}.customer_gateway.public_ip: {t.customer_gateway.public_ip} must be in a " \
               f"documentation range ({', '.join(map(str, DOCUMENTATION))})"
@@ -61,9 +76,7 @@ def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:
     if t.communication_mode == "destination-route" and t.spd_rules:
         yield f"{at}.spd_rules: destination-route tunnels take routes in vpn_gateway.routes, " \
               "not SPD rules"
-    lo, hi = cat.DPD_TIMEOUT_RANGE
-    if not lo <= t.dpd.timeout <= hi:
-        yield f"{at}.dpd.timeout: must be {lo}-{hi} seconds (got {t.dpd.timeout})"
+    yield from _profile_rules(prof, at, t)
     if t.ike.version == "v2" and t.ike.exchange_mode == "aggressive":
         yield f"{at}.ike.exchange_mode: aggressive mode exists only in IKEv1"
     for side in ("local_id", "peer_id"):
@@ -80,15 +93,69 @@ def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:
     yield from _health_rules(spec, at, t)
 
 
+def profile_of(spec: LabSpec) -> profiles.Profile:
+    return profiles.get(spec.vpn_gateway.profile)
+
+
+def _profile_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
+    """Menus, DPD, lifetimes and mapping count against the gateway's profile."""
+    pfs_off = t.ipsec.pfs == "disable"
+    for kind, value in (
+        ("ike_version", t.ike.version), ("exchange_mode", t.ike.exchange_mode),
+        ("ike_encryption", t.ike.encryption), ("ike_integrity", t.ike.integrity),
+        ("dh_group", t.ike.dh_group), ("ipsec_encryption", t.ipsec.encryption),
+        ("ipsec_integrity", t.ipsec.integrity), ("pfs", t.ipsec.pfs),
+        ("negotiation_type", t.negotiation_type), ("communication_mode", t.communication_mode),
+        ("dpd_action", t.dpd.action),
+    ):
+        if kind == "exchange_mode" and t.ike.version == "v2":
+            continue  # IKEv2 has no exchange mode to choose
+        if kind == "dpd_action" and not t.dpd.enabled:
+            continue
+        if not prof.offers(kind, value):
+            what = "PFS disabled" if kind == "pfs" and pfs_off else value
+            yield f"{at}.{profiles.MENU_FIELDS[kind]}: {what} is not offered by the {prof.name} " \
+                  f"profile (offers {prof.shown(kind)})"
+    default_timeout = prof.defaults.get("dpd", {}).get("timeout", 30)
+    if prof.dpd_timeout is None:
+        if t.dpd.timeout != default_timeout:
+            yield f"{at}.dpd.timeout: the {prof.name} profile has no DPD timeout setting (DPD is " \
+                  f"on or off; the lab uses {default_timeout} seconds)"
+    else:
+        lo, hi = prof.dpd_timeout
+        if hi is None and t.dpd.timeout < lo:
+            yield f"{at}.dpd.timeout: must be at least {lo} seconds{prof.where()} " \
+                  f"(got {t.dpd.timeout})"
+        elif hi is not None and not lo <= t.dpd.timeout <= hi:
+            yield f"{at}.dpd.timeout: must be {lo}-{hi} seconds{prof.where()} (got {t.dpd.timeout})"
+    for field, value, bounds, unit in (
+        ("ike.sa_lifetime", t.ike.sa_lifetime, prof.ike_lifetime, " seconds"),
+        ("ipsec.sa_lifetime", t.ipsec.sa_lifetime, prof.ipsec_lifetime, " seconds"),
+        ("ipsec.sa_lifetime_kb", t.ipsec.sa_lifetime_kb, prof.ipsec_lifetime_kb, " KB"),
+    ):
+        if bounds is None:
+            continue  # no such setting: the lab's default applies
+        lo, hi = bounds
+        if value < lo or (hi is not None and value > hi):
+            yield f"{at}.{field}: must be {lo}-{hi}{unit}{prof.where()} (got {value})"
+    most = prof.max_mappings_per_tunnel
+    if most is not None and len(t.mappings()) > most:
+        yield f"{at}.spd_rules: {len(t.mappings())} mappings; the {prof.name} profile negotiates " \
+              f"at most {most} traffic-selector pair(s) per tunnel"
+
+
 def _health_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
     hc = t.health_check
+    prof = profile_of(spec)
+    if hc.enabled and not prof.health_check:
+        yield f"{at}.health_check.enabled: the {prof.name} profile has no health check"
     for field, value, (lo, hi) in (
-        ("interval_ms", hc.interval_ms, cat.HEALTH_INTERVAL_MS),
-        ("threshold", hc.threshold, cat.HEALTH_THRESHOLD),
-        ("timeout_ms", hc.timeout_ms, cat.HEALTH_TIMEOUT_MS),
+        ("interval_ms", hc.interval_ms, prof.health_interval_ms),
+        ("threshold", hc.threshold, prof.health_threshold),
+        ("timeout_ms", hc.timeout_ms, prof.health_timeout_ms),
     ):
-        if not lo <= value <= hi:
-            yield f"{at}.health_check.{field}: must be {lo}-{hi} (got {value})"
+        if not lo <= value <= (hi if hi is not None else value):
+            yield f"{at}.health_check.{field}: must be {lo}-{hi}{prof.where()} (got {value})"
     if not hc.enabled:
         return
     ranges = [("the VPC CIDR", spec.vpn_gateway.vpc_cidr)]
@@ -127,9 +194,10 @@ def _mapping_rules(spec: LabSpec) -> Iterator[str]:
                         yield f"{where}: mapping {local}-{peer} overlaps a mapping of {clash}; " \
                               "mappings of one VPN gateway must not overlap"
                     taken.append((f"{where} ({t.name})", local, peer))
-    if len(taken) > cat.MAX_MAPPINGS_PER_GATEWAY:
+    most = profile_of(spec).max_mappings_per_gateway
+    if most is not None and len(taken) > most:
         yield f"tunnels: {len(taken)} SPD mappings on one VPN gateway; at most " \
-              f"{cat.MAX_MAPPINGS_PER_GATEWAY} (use destination-route tunnels for more)"
+              f"{most}{profile_of(spec).where()} (use destination-route tunnels for more)"
 
 
 def unsupported(spec: LabSpec) -> list[str]:
@@ -138,9 +206,12 @@ def unsupported(spec: LabSpec) -> list[str]:
     for i, t in enumerate(spec.tunnels):
         for section, options in (("ike", t.ike), ("ipsec", t.ipsec)):
             for field, menu in (("encryption", cat.ENCRYPTION), ("integrity", cat.INTEGRITY)):
-                option = cat.lookup(menu, getattr(options, field))
+                option = cat.by_console(menu, getattr(options, field))
                 if not option.supported:
                     found.append(f"tunnels[{i}].{section}.{field}: {cat.unsupported_reason(option)}")
+        if t.ike.version == "v1" and cat.by_console(cat.ENCRYPTION, t.ike.encryption).aead:
+            found.append(f"tunnels[{i}].ike.encryption: {t.ike.encryption} in IKEv1 is not supported "
+                         "by the strongSwan endpoints (no AEAD cipher for an IKEv1 SA; use IKEv2)")
     return found
 
 

@@ -22,58 +22,64 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from lab import catalogue as cat
+from lab import profiles
 from lab.errors import LabError
 
 IPv4 = ipaddress.IPv4Address
 Cidr = ipaddress.IPv4Network
 
 
-def _menu(menu: tuple[cat.Option, ...]):
-    def pick(value: Any) -> str:
-        try:
-            return cat.lookup(menu, str(value)).console
-        except KeyError as allowed:
-            raise ValueError(f"must be one of {allowed.args[0]} (got {value!r})") from None
+def _profile(info: ValidationInfo | None) -> profiles.Profile:
+    """The gateway profile `parse_spec` validates against (the default one without context)."""
+    context = (info.context if info else None) or {}
+    return context.get("profile") or profiles.get(None)
+
+
+def _menu(kind: str):
+    """Accept any catalogue spelling (any profile's option; `lab.rules` checks the profile's menu);
+    an unknown value's message lists the profile's menu."""
+
+    def pick(value: Any, info: ValidationInfo) -> str:
+        found = profiles.canonical(kind, value)
+        if found is None:
+            raise ValueError(f"must be one of {', '.join(_profile(info).menu(kind))} (got {value!r})")
+        return found
 
     return BeforeValidator(pick)
 
 
-def _choice(table: dict[str, str]):
-    """Accept the console keyword or the API's spelling, case-insensitively."""
-
-    def pick(value: Any) -> str:
-        wanted = cat.normalise(str(value))
-        for key, api in table.items():
-            if wanted in (cat.normalise(key), cat.normalise(api)):
-                return key
-        raise ValueError(f"must be one of {', '.join(table)} (got {value!r})")
-
-    return BeforeValidator(pick)
+def _choice(kind: str):
+    """Accept the console keyword or the API's spelling (any profile's), case-insensitively."""
+    return _menu(kind)
 
 
-def _pfs(value: Any) -> str:
-    if value is None or cat.normalise(str(value)) in {"disable", "disabled", "off", "null", "none"}:
-        return "disable"
-    try:
-        return cat.lookup(cat.DH_GROUPS, str(value)).console
-    except KeyError:
-        allowed = ", ".join(o.console for o in cat.DH_GROUPS)
-        raise ValueError(f"must be disable or one of {allowed} (got {value!r})") from None
+def _pfs(value: Any, info: ValidationInfo) -> str:
+    found = "disable" if value is None else profiles.canonical("pfs", value)
+    if found is None:
+        menu = _profile(info).menu("pfs")
+        groups = ", ".join(g for g in menu if g != "disable")
+        either = "disable or one of" if "disable" in menu else "one of"
+        raise ValueError(f"must be {either} {groups} (got {value!r})")
+    return found
 
 
-Encryption = Annotated[str, _menu(cat.ENCRYPTION)]
-Integrity = Annotated[str, _menu(cat.INTEGRITY)]
-DhGroup = Annotated[str, _menu(cat.DH_GROUPS)]
+IkeEncryption = Annotated[str, _menu("ike_encryption")]
+IkeIntegrity = Annotated[str, _menu("ike_integrity")]
+IpsecEncryption = Annotated[str, _menu("ipsec_encryption")]
+IpsecIntegrity = Annotated[str, _menu("ipsec_integrity")]
+DhGroup = Annotated[str, _menu("dh_group")]
 Pfs = Annotated[str, BeforeValidator(_pfs)]
-IkeVersion = Annotated[str, _choice(cat.IKE_VERSIONS)]
-ExchangeMode = Annotated[str, _choice(cat.EXCHANGE_MODES)]
-NegotiationType = Annotated[str, _choice(cat.NEGOTIATION_TYPES)]
-CommunicationMode = Annotated[str, _choice(cat.COMMUNICATION_MODES)]
-DpdAction = Annotated[str, _choice(cat.DPD_ACTIONS)]
+IkeVersion = Annotated[str, _choice("ike_version")]
+ExchangeMode = Annotated[str, _choice("exchange_mode")]
+NegotiationType = Annotated[str, _choice("negotiation_type")]
+CommunicationMode = Annotated[str, _choice("communication_mode")]
+DpdAction = Annotated[str, _choice("dpd_action")]
+ProfileName = Literal["tencent", "aws", "alibaba"]  # lab.profiles.NAMES
 
 FQDN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]"
                   r"([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -97,8 +103,8 @@ class Identity(Strict):
 
 class IkeOptions(Strict):
     version: IkeVersion = "v1"
-    encryption: Encryption = cat.DEFAULT_IKE_ENCRYPTION
-    integrity: Integrity = cat.DEFAULT_IKE_INTEGRITY
+    encryption: IkeEncryption = cat.DEFAULT_IKE_ENCRYPTION
+    integrity: IkeIntegrity = cat.DEFAULT_IKE_INTEGRITY
     exchange_mode: ExchangeMode = "main"
     local_id: Identity = Identity()
     peer_id: Identity = Identity()
@@ -109,8 +115,8 @@ class IkeOptions(Strict):
 
 
 class IpsecOptions(Strict):
-    encryption: Encryption = cat.DEFAULT_IPSEC_ENCRYPTION
-    integrity: Integrity = cat.DEFAULT_IPSEC_INTEGRITY
+    encryption: IpsecEncryption = cat.DEFAULT_IPSEC_ENCRYPTION
+    integrity: IpsecIntegrity = cat.DEFAULT_IPSEC_INTEGRITY
     pfs: Pfs = "disable"
     sa_lifetime: Annotated[
         int, Field(ge=cat.IPSEC_LIFETIME_RANGE[0], le=cat.IPSEC_LIFETIME_RANGE[1])
@@ -199,6 +205,7 @@ class Route(Strict):
 
 
 class VpnGateway(Strict):
+    profile: ProfileName = "tencent"  # whose gateway: its menus and limits (lab.profiles)
     public_ip: IPv4 = IPv4("203.0.113.1")
     vpc_cidr: Cidr = Cidr("10.0.0.0/16")
     routes: list[Route] = []
@@ -210,6 +217,17 @@ class LabSpec(Strict):
 
     def tunnel(self, name: str) -> Tunnel:
         return next(t for t in self.tunnels if t.name == name)
+
+    def routes_of(self, tunnel: Tunnel) -> list[Cidr]:
+        """Destinations the gateway's route table sends into a destination-route tunnel."""
+        return [r.destination for r in self.vpn_gateway.routes if r.tunnel == tunnel.name]
+
+    def selectors(self, tunnel: Tunnel) -> list[tuple[Cidr, Cidr]]:
+        """(local, peer) pairs a tunnel protects: its SPD mappings, or for a destination-route
+        tunnel the VPC against each routed destination (one CHILD_SA each, see lab.plan)."""
+        if tunnel.communication_mode == "destination-route":
+            return [(self.vpn_gateway.vpc_cidr, d) for d in self.routes_of(tunnel)]
+        return tunnel.mappings()
 
 
 def _unique(items) -> list:
@@ -247,8 +265,11 @@ def parse_spec(data: Any, source: str = "spec") -> LabSpec:
 
     if not isinstance(data, dict):
         raise SpecInvalid(source, ["(top level): must be a mapping with vpn_gateway and tunnels"])
+    profile = _profile_of(data)
+    if profile.name != profiles.DEFAULT and isinstance(data.get("tunnels"), list):
+        data = {**data, "tunnels": [profile.with_defaults(t) for t in data["tunnels"]]}
     try:
-        spec = LabSpec.model_validate(data)
+        spec = LabSpec.model_validate(data, context={"profile": profile})
     except ValidationError as exc:
         problems = [f"{_location(e['loc'])}: {_message(e)}" for e in exc.errors()]
         raise SpecInvalid(source, problems) from None
@@ -256,6 +277,16 @@ def parse_spec(data: Any, source: str = "spec") -> LabSpec:
     if problems:
         raise SpecInvalid(source, problems)
     return spec
+
+
+def _profile_of(data: dict) -> profiles.Profile:
+    """The profile named in raw spec data; the default one when absent or unknown (pydantic then
+    reports the unknown name)."""
+    gateway = data.get("vpn_gateway")
+    try:
+        return profiles.get(gateway.get("profile") if isinstance(gateway, dict) else None)
+    except LookupError:
+        return profiles.get(None)
 
 
 def _message(error: dict) -> str:

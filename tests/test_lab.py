@@ -169,3 +169,37 @@ def test_down_after_the_orchestrator_is_killed(backend):
     again = subprocess.run([sys.executable, "-m", "lab.cli", "down", "--name", name],
                            capture_output=True, text=True)
     assert again.returncode == 0 and "nothing to remove" in again.stdout
+
+
+def test_destination_route_beside_spd_policy(ipsec_lab, backend):
+    lab = ipsec_lab(EXAMPLES / "destination-route-mixed.yaml", backend)
+    report = lab.check()
+    assert_all_pass(report)
+    unrouted = [f for f in findings(report, "data") if f.subject.startswith("unrouted")]
+    assert len(unrouted) == 4 and all("172.16.30.10" in f.subject for f in unrouted)
+    with lab.vici("vpngw") as v:
+        children = {c["name"]: (c["local-ts"], c["remote-ts"]) for sa in v.sas()
+                    for c in sa["child-sas"].values() if c["state"] == "INSTALLED"}
+    assert children == {
+        "tunnel-route-r1": (["10.0.0.0/16"], ["172.16.10.0/24"]),
+        "tunnel-route-r2": (["10.0.0.0/16"], ["172.16.20.0/24"]),
+        "tunnel-spd-m1": (["10.0.1.0/24"], ["192.168.1.0/24"]),
+    }
+
+
+def test_a_gateway_at_the_200_mapping_limit(ipsec_lab, backend):
+    tunnels = []
+    for k in range(4):  # 4 tunnels x (10 local x 5 peer ranges) = 200 mappings
+        tunnels.append({
+            "name": f"t{k}", "customer_gateway": {"public_ip": f"198.51.100.{k + 2}"},
+            "pre_shared_key": f"k{k}", "ike": {"version": "v2", "encryption": "AES-128",
+                                                 "integrity": "SHA256", "dh_group": "DH14"},
+            "spd_rules": [{"local": [f"10.{k + 1}.{j}.0/24" for j in range(10)],
+                           "peer": [f"192.168.{5 * k + m}.0/24" for m in range(5)]}],
+        })
+    lab = ipsec_lab({"vpn_gateway": {"public_ip": "203.0.113.1", "vpc_cidr": "10.0.0.0/8"},
+                     "tunnels": tunnels}, backend)
+    report = lab.check(rekey=False)
+    assert_all_pass(report)
+    assert len(findings(report, "control", "CHILD_SA installed")) == 400  # 200 on each side
+    assert len(findings(report, "data")) == 800

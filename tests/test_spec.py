@@ -219,3 +219,36 @@ def test_invalid_examples_fail_with_one_named_rule(path):
         load_spec(path)
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith("tunnels")
+
+
+def route_spec(routes, **tunnel):
+    data = spec(communication_mode="destination-route", spd_rules=[], **tunnel)
+    data["vpn_gateway"]["routes"] = routes
+    return data
+
+
+def test_destination_route_tunnel_takes_routes_from_the_route_table():
+    parsed = parse_spec(route_spec([{"destination": "172.16.1.0/24", "tunnel": "t1"},
+                                    {"destination": "172.16.2.0/24", "tunnel": "t1"}]))
+    assert [f"{lo}-{pe}" for lo, pe in parsed.selectors(parsed.tunnels[0])] == [
+        "10.0.0.0/16-172.16.1.0/24", "10.0.0.0/16-172.16.2.0/24"]
+
+
+@pytest.mark.parametrize("routes,needle", [
+    ([], "tunnels[0]: destination-route tunnel 't1' has no route in vpn_gateway.routes"),
+    ([{"destination": "172.16.0.0/16", "tunnel": "t1"}, {"destination": "172.16.1.0/24", "tunnel": "t1"}],
+     "vpn_gateway.routes[1].destination: 172.16.1.0/24 overlaps vpn_gateway.routes[0]"),
+    ([{"destination": "10.0.5.0/24", "tunnel": "t1"}], "overlaps the VPC CIDR 10.0.0.0/16"),
+    ([{"destination": "172.16.1.0/24", "tunnel": "nope"}],
+     "vpn_gateway.routes[0].tunnel: no tunnel named 'nope'"),
+])
+def test_route_table_rules(routes, needle):
+    assert any(needle in p for p in problems(route_spec(routes))), problems(route_spec(routes))
+
+
+def test_route_must_not_overlap_an_spd_mapping():
+    data = copy.deepcopy(BASE)
+    data["tunnels"].append({"name": "r", "customer_gateway": {"public_ip": "198.51.100.3"},
+                            "pre_shared_key": "k", "communication_mode": "destination-route"})
+    data["vpn_gateway"]["routes"] = [{"destination": "192.168.1.0/25", "tunnel": "r"}]
+    assert any("overlaps the SPD mapping 10.0.1.0/24-192.168.1.0/24" in p for p in problems(data))

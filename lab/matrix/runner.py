@@ -308,7 +308,7 @@ class LabRig:
         """One ICMP echo per mapping, IDC host -> VPC host; on sampled cases the wire too."""
         tag = f"{self.prefix}-{n}"
         probes = [{"src": str(p.idc_addr), "dst": str(p.vpc_addr), "marker": f"{tag}-{i}"}
-                  for i, p in enumerate(plan.probes)]
+                  for i, p in enumerate(plan.probes) if p.delivered]
         if wire:
             self._agent(self.wire, {"op": "arm", "prefix": self.prefix}, 5)
         left = max(0.2, min(2.0, deadline - time.monotonic()))

@@ -1,0 +1,40 @@
+"""The cloud gateway's route table: SPD mappings' peers and destination routes.
+
+On kernel-libipsec every CHILD_SA's traffic leaves through one TUN device (`ipsec0`), so each
+routed destination goes there, and the CHILD_SA whose selectors match (the VPC against that
+destination, see lab.plan) encrypts it towards the right peer; a destination no route leads to
+is dropped at the gateway. libipsec also routes each installed CHILD_SA's remote selector over
+the TUN device itself (table 220, whatever `install_routes` says), so these main-table entries
+make the route table visible and carry traffic before a CHILD_SA exists (traffic-triggered);
+what decides which tunnel carries a destination is the selectors derived from the route table.
+libipsec cannot tell two tunnels with the same selectors apart (one TUN device, first policy
+wins), which is why destination routes are narrowed to per-destination selectors instead of
+0.0.0.0/0. On the kernel dataplane strongSwan's routes and XFRM policies do the same work;
+0.0.0.0/0 selectors with one XFRM interface per tunnel need ESP in the kernel, which the
+machines this was built on lack, so that variant is not implemented.
+"""
+
+from __future__ import annotations
+
+from pyroute2 import IPRoute
+
+from lab.errors import LabError
+from lab.lifecycle import Lab
+
+
+def install_route_tables(lab: Lab) -> int:
+    """Add every gateway's route-table entries inside its namespace; returns how many."""
+    added = 0
+    for gw in lab.plan.gateways:
+        if not gw.route_table:
+            continue
+        path = lab.backend.netns_path(lab.state, gw.node)
+        with IPRoute(netns=path, flags=0) as ipr:
+            for route in gw.route_table:
+                found = ipr.link_lookup(ifname=route.device)
+                if not found:
+                    raise LabError(f"{gw.node}: device {route.device} for the route to "
+                                   f"{route.destination} does not exist")
+                ipr.route("add", dst=str(route.destination), oif=found[0])
+                added += 1
+    return added
