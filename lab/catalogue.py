@@ -20,6 +20,7 @@ class Option:
     sa_name: str | None = None  # as list-sas reports it (encr-alg, integ-alg or dh-group)
     key_size: int | None = None  # encr-keysize reported by list-sas
     aliases: tuple[str, ...] = field(default=())
+    aead: bool = False  # combined-mode cipher (GCM): no integrity algorithm; IKE needs a PRF
 
     @property
     def supported(self) -> bool:
@@ -64,11 +65,46 @@ DH_GROUPS = (
     Option("DH24", "GROUP24", "modp2048s256", "MODP_2048_256", aliases=("24", "DH-GROUP24")),
 )
 
+# Options other gateway profiles offer (see `lab.profiles`); not in the Tencent menus above, which
+# stay as the console shows them. `by_console` finds these too; `lookup` only in the menu given.
+GCM_ENCRYPTION = (
+    Option("AES-128-GCM-16", "AES128-GCM-16", "aes128gcm16", "AES_GCM_16", 128,
+           ("AES128GCM128", "GCMAES128", "aes128gcm"), aead=True),
+    Option("AES-256-GCM-16", "AES256-GCM-16", "aes256gcm16", "AES_GCM_16", 256,
+           ("AES256GCM128", "GCMAES256", "aes256gcm"), aead=True),
+)
+MORE_DH_GROUPS = (
+    Option("DH15", "GROUP15", "modp3072", "MODP_3072", aliases=("15", "DH-GROUP15")),
+    Option("DH16", "GROUP16", "modp4096", "MODP_4096", aliases=("16", "DH-GROUP16")),
+    Option("DH17", "GROUP17", "modp6144", "MODP_6144", aliases=("17", "DH-GROUP17")),
+    Option("DH18", "GROUP18", "modp8192", "MODP_8192", aliases=("18", "DH-GROUP18")),
+    Option("DH19", "GROUP19", "ecp256", "ECP_256", aliases=("19", "DH-GROUP19", "ECP256")),
+    Option("DH20", "GROUP20", "ecp384", "ECP_384", aliases=("20", "DH-GROUP20", "ECP384")),
+    Option("DH21", "GROUP21", "ecp521", "ECP_521", aliases=("21", "DH-GROUP21", "ECP521")),
+    Option("DH22", "GROUP22", "modp1024s160", "MODP_1024_160", aliases=("22", "DH-GROUP22")),
+    Option("DH23", "GROUP23", "modp2048s224", "MODP_2048_224", aliases=("23", "DH-GROUP23")),
+)
+ALL_ENCRYPTION = ENCRYPTION + GCM_ENCRYPTION
+ALL_INTEGRITY = INTEGRITY
+ALL_DH_GROUPS = (*DH_GROUPS[:4], *MORE_DH_GROUPS, DH_GROUPS[4])  # in group-number order
+
+# The PRF an IKE proposal with an AEAD cipher takes, from the integrity choice: keyword and the
+# prf-alg list-sas reports.
+PRF = {
+    "MD5": ("prfmd5", "PRF_HMAC_MD5"),
+    "SHA1": ("prfsha1", "PRF_HMAC_SHA1"),
+    "SHA256": ("prfsha256", "PRF_HMAC_SHA2_256"),
+    "SHA384": ("prfsha384", "PRF_HMAC_SHA2_384"),
+    "SHA512": ("prfsha512", "PRF_HMAC_SHA2_512"),
+}
+
 IKE_VERSIONS = {"v1": "IKEV1", "v2": "IKEV2"}
 EXCHANGE_MODES = {"main": "MAIN", "aggressive": "AGGRESSIVE"}
 NEGOTIATION_TYPES = {"active": "active", "passive": "passive", "traffic-triggered": "flowTrigger"}
 COMMUNICATION_MODES = {"spd-policy": "Policy", "destination-route": "StaticRoute"}
 DPD_ACTIONS = {"disconnect": "clear", "retry": "restart"}
+# AWS's DPDTimeoutAction `none`: nothing after the timeout (strongSwan's dpd_action = none).
+ALL_DPD_ACTIONS = {**DPD_ACTIONS, "none": "none"}
 
 # Console limits (seed document and API ranges).
 TUNNEL_NAME_MAX = 60
@@ -102,7 +138,9 @@ def lookup(menu: tuple[Option, ...], value: str) -> Option:
 
 
 def by_console(menu: tuple[Option, ...], console: str) -> Option:
-    return next(o for o in menu if o.console == console)
+    """The entry labelled `console`: in `menu`, else anywhere in the catalogue (labels are unique)."""
+    everywhere = (*menu, *ALL_ENCRYPTION, *ALL_INTEGRITY, *ALL_DH_GROUPS)
+    return next(o for o in everywhere if o.console == console)
 
 
 def unsupported_reason(option: Option) -> str:

@@ -611,6 +611,9 @@ def export_tunnel_with_notes(spec: LabSpec | dict, tunnel_name: str | None = Non
                              include_psk: bool = False) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(spec, LabSpec):
         spec = parse_spec(spec)
+    if spec.vpn_gateway.profile != "tencent":
+        raise LabError(f"export writes Tencent's CreateVpnConnection; this spec uses the "
+                       f"{spec.vpn_gateway.profile} gateway profile")
     _, t = pick_tunnel(spec, tunnel_name)
     notes = ["VpcId, VpnGatewayId and CustomerGatewayId are not part of the lab spec: add them "
              "before sending this body to CreateVpnConnection"]

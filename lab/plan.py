@@ -294,6 +294,11 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
     missing = unsupported(spec)
     if missing:
         raise LabError("cannot run this lab:\n" + "\n".join(f"  - {m}" for m in missing))
+    for i, t in enumerate(spec.tunnels):
+        if t.communication_mode == "destination-route" and not spec.routes_of(t):
+            raise LabError(f"tunnels[{i}]: destination-route tunnel {t.name!r} has no route in "
+                           "vpn_gateway.routes, so it would carry nothing; add {destination, "
+                           "tunnel} entries (valid for the cloud, where routes come later)")
     gw_spec = spec.vpn_gateway
     nodes: list[Node] = []
     links: list[Link] = []

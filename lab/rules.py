@@ -57,10 +57,7 @@ def _gateway_rules(spec: LabSpec) -> Iterator[str]:
                 if route.destination.overlaps(peer) and local.overlaps(gw.vpc_cidr):
                     yield f"{where}.destination: {route.destination} overlaps the SPD mapping " \
                           f"{local}-{peer} of tunnels[{t_i}]; traffic to it would match both"
-    for i, t in enumerate(spec.tunnels):
-        if t.communication_mode == "destination-route" and not spec.routes_of(t):
-            yield f"tunnels[{i}]: destination-route tunnel {t.name!r} has no route in " \
-                  "vpn_gateway.routes; add {destination, tunnel} entries"
+
 
 
 def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:

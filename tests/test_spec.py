@@ -234,8 +234,17 @@ def test_destination_route_tunnel_takes_routes_from_the_route_table():
         "10.0.0.0/16-172.16.1.0/24", "10.0.0.0/16-172.16.2.0/24"]
 
 
+def test_a_destination_route_tunnel_without_routes_is_valid_but_not_runnable():
+    from lab.dataplane import Dataplane
+    from lab.errors import LabError
+    from lab.plan import build_plan
+
+    parsed = parse_spec(route_spec([]))
+    with pytest.raises(LabError, match="tunnels\\[0\\]: destination-route tunnel 't1' has no route"):
+        build_plan(parsed, "t", Dataplane("libipsec", "test"))
+
+
 @pytest.mark.parametrize("routes,needle", [
-    ([], "tunnels[0]: destination-route tunnel 't1' has no route in vpn_gateway.routes"),
     ([{"destination": "172.16.0.0/16", "tunnel": "t1"}, {"destination": "172.16.1.0/24", "tunnel": "t1"}],
      "vpn_gateway.routes[1].destination: 172.16.1.0/24 overlaps vpn_gateway.routes[0]"),
     ([{"destination": "10.0.5.0/24", "tunnel": "t1"}], "overlaps the VPC CIDR 10.0.0.0/16"),

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from lab import catalogue as cat
+from lab import profiles
 from lab.errors import LabError
 
 # What a case is expected to end in (and what the executor reports as its outcome).
@@ -88,10 +89,7 @@ def _table_value(table: dict[str, str]) -> Callable[[str], str]:
 def _pfs_value(value: str) -> str:
     if cat.normalise(value) in {"disable", "disabled", "off", "none", "null"}:
         return "disable"
-    try:
-        return cat.lookup(cat.DH_GROUPS, value).console
-    except KeyError:
-        raise KeyError("disable, " + ", ".join(_consoles(cat.DH_GROUPS))) from None
+    return cat.lookup(cat.ALL_DH_GROUPS, value).console
 
 
 def _id_type_value(value: str) -> str:
@@ -117,32 +115,38 @@ def _lifetime_value(bounds: tuple[int, int]) -> Callable[[str], str]:
 _CANONICAL: dict[str, Callable[[str], str]] = {
     "ike_version": _table_value(cat.IKE_VERSIONS),
     "exchange_mode": _table_value(cat.EXCHANGE_MODES),
-    "ike_encryption": _menu_value(cat.ENCRYPTION),
-    "ike_integrity": _menu_value(cat.INTEGRITY),
-    "dh_group": _menu_value(cat.DH_GROUPS),
+    "ike_encryption": _menu_value(cat.ALL_ENCRYPTION),
+    "ike_integrity": _menu_value(cat.ALL_INTEGRITY),
+    "dh_group": _menu_value(cat.ALL_DH_GROUPS),
     "local_id_type": _id_type_value,
     "peer_id_type": _id_type_value,
-    "ipsec_encryption": _menu_value(cat.ENCRYPTION),
-    "ipsec_integrity": _menu_value(cat.INTEGRITY),
+    "ipsec_encryption": _menu_value(cat.ALL_ENCRYPTION),
+    "ipsec_integrity": _menu_value(cat.ALL_INTEGRITY),
     "pfs": _pfs_value,
     "ike_sa_lifetime": _lifetime_value(cat.IKE_LIFETIME_RANGE),
     "ipsec_sa_lifetime": _lifetime_value(cat.IPSEC_LIFETIME_RANGE),
 }
 _MENUS = {
-    "ike_encryption": cat.ENCRYPTION, "ike_integrity": cat.INTEGRITY, "dh_group": cat.DH_GROUPS,
-    "ipsec_encryption": cat.ENCRYPTION, "ipsec_integrity": cat.INTEGRITY, "pfs": cat.DH_GROUPS,
+    "ike_encryption": cat.ALL_ENCRYPTION, "ike_integrity": cat.ALL_INTEGRITY,
+    "dh_group": cat.ALL_DH_GROUPS, "ipsec_encryption": cat.ALL_ENCRYPTION,
+    "ipsec_integrity": cat.ALL_INTEGRITY, "pfs": cat.ALL_DH_GROUPS,
 }
+_PROFILE_MENUS = ("ike_version", "exchange_mode", "ike_encryption", "ike_integrity", "dh_group",
+                  "ipsec_encryption", "ipsec_integrity", "pfs")  # dimension = profile menu kind
 
 
-def canonical(dimension: str, value: Any) -> str:
-    """The console label for `value` in any spelling the catalogue accepts; LabError otherwise."""
+def canonical(dimension: str, value: Any, profile: str | None = None) -> str:
+    """The console label for `value` in any spelling the catalogue accepts; LabError otherwise
+    (listing the gateway profile's menu)."""
     if dimension not in _CANONICAL:
         raise LabError(f"unknown matrix dimension {dimension!r}; known: {', '.join(ALL_DIMENSIONS)}")
     try:
         return _CANONICAL[dimension](str(value))
     except KeyError as allowed:
+        listed = ", ".join(profiles.get(profile).menu(dimension)) if dimension in _PROFILE_MENUS \
+            else allowed.args[0]
         raise LabError(
-            f"matrix dimension {dimension}: {value!r} is not a value; allowed: {allowed.args[0]}"
+            f"matrix dimension {dimension}: {value!r} is not a value; allowed: {listed}"
         ) from None
 
 
@@ -154,20 +158,12 @@ def is_supported(dimension: str, value: str) -> bool:
     return cat.by_console(menu, value).supported
 
 
-def default_dimensions() -> Dimensions:
-    """Every menu value of every core dimension, in catalogue order (SM4/SM3 included)."""
-    return {
-        "ike_version": tuple(cat.IKE_VERSIONS),
-        "exchange_mode": tuple(cat.EXCHANGE_MODES),
-        "ike_encryption": _consoles(cat.ENCRYPTION),
-        "ike_integrity": _consoles(cat.INTEGRITY),
-        "dh_group": _consoles(cat.DH_GROUPS),
-        "local_id_type": ID_TYPES,
-        "peer_id_type": ID_TYPES,
-        "ipsec_encryption": _consoles(cat.ENCRYPTION),
-        "ipsec_integrity": _consoles(cat.INTEGRITY),
-        "pfs": ("disable", *_consoles(cat.DH_GROUPS)),
-    }
+def default_dimensions(profile: str | None = None) -> Dimensions:
+    """Every menu value of every core dimension of a gateway profile (default: Tencent's menus),
+    in the profile's order (SM4/SM3 included)."""
+    menus = profiles.get(profile)
+    dims = {d: menus.menu(d) for d in _PROFILE_MENUS}
+    return {d: dims.get(d, ID_TYPES) for d in CORE_DIMENSIONS}
 
 
 # --- cases -----------------------------------------------------------------------------------
@@ -220,8 +216,15 @@ def case_id(params: Mapping[str, str], negative: str | None = None) -> str:
 
 
 def _valid(params: Mapping[str, str]) -> bool:
-    """Aggressive mode exists only in IKEv1 (v2 cases are always `main`)."""
-    return not (params.get("ike_version") == "v2" and params.get("exchange_mode") == "aggressive")
+    """Aggressive mode exists only in IKEv1 (v2 cases are always `main`); an AEAD (GCM) IKE
+    cipher only in IKEv2 (strongSwan's IKEv1 has none)."""
+    v2_aggressive = params.get("ike_version") == "v2" and params.get("exchange_mode") == "aggressive"
+    v1_aead = params.get("ike_version") == "v1" and _aead(params.get("ike_encryption"))
+    return not (v2_aggressive or v1_aead)
+
+
+def _aead(encryption: str | None) -> bool:
+    return encryption is not None and cat.by_console(cat.ALL_ENCRYPTION, encryption).aead
 
 
 _UNRUNNABLE = {d: {o.console for o in menu if not o.supported} for d, menu in _MENUS.items()}
@@ -231,7 +234,8 @@ def _build(params: dict[str, str]) -> Case:
     """A positive case from canonical params; SM4/SM3 cells are kept, expected to be refused."""
     if params["ike_version"] == "v2":
         params["exchange_mode"] = "main"
-    refused = any(v in _UNRUNNABLE.get(d, ()) for d, v in params.items())
+    refused = any(v in _UNRUNNABLE.get(d, ()) for d, v in params.items()) or (
+        params["ike_version"] == "v1" and _aead(params.get("ike_encryption")))
     return Case(case_id(params), params, expect=UNSUPPORTED if refused else ESTABLISHED)
 
 
@@ -306,8 +310,10 @@ def _identity(kind: str, fqdn: str) -> dict[str, str | None]:
 
 # --- dimensions from the command line and matrix files ---------------------------------------
 
-def restrict(dims: Dimensions, wanted: Mapping[str, Sequence[str] | str]) -> Dimensions:
-    """`dims` with some dimensions narrowed (or lifetime dimensions added), in catalogue order."""
+def restrict(dims: Dimensions, wanted: Mapping[str, Sequence[str] | str],
+             profile: str | None = None) -> Dimensions:
+    """`dims` with some dimensions narrowed (or lifetime dimensions added), in the order of the
+    gateway profile's menus; values the profile does not offer are refused."""
     out = dict(dims)
     for dimension, values in wanted.items():
         if dimension not in _CANONICAL:
@@ -315,10 +321,15 @@ def restrict(dims: Dimensions, wanted: Mapping[str, Sequence[str] | str]) -> Dim
                 f"unknown matrix dimension {dimension!r}; known: {', '.join(ALL_DIMENSIONS)}"
             )
         items = [v.strip() for v in values.split(",")] if isinstance(values, str) else list(values)
-        picked = {canonical(dimension, v) for v in items if str(v).strip()}
+        picked = {canonical(dimension, v, profile) for v in items if str(v).strip()}
         if not picked:
             raise LabError(f"matrix dimension {dimension}: needs at least one value")
-        reference = default_dimensions().get(dimension)
+        reference = default_dimensions(profile).get(dimension)
+        foreign = sorted(v for v in picked if reference is not None and v not in reference)
+        if foreign:
+            name = profiles.get(profile).name
+            raise LabError(f"matrix dimension {dimension}: {', '.join(foreign)} not offered by the "
+                           f"{name} profile (offers {', '.join(reference)})")
         if reference is None:  # lifetimes: numeric order
             out[dimension] = tuple(sorted(picked, key=int))
         else:
@@ -356,7 +367,7 @@ class MatrixRequest:
         return generate(self.strategy, self.dimensions, with_negatives=self.negatives, base=self.base)
 
 
-def load_matrix_file(path: str | Path) -> MatrixRequest:
+def load_matrix_file(path: str | Path, profile: str | None = None) -> MatrixRequest:
     """`{strategy: pairwise, dimensions: {ike_version: [v2], ...}, negatives: true, base: {...}}`."""
     path = Path(path)
     try:
@@ -387,7 +398,7 @@ def load_matrix_file(path: str | Path) -> MatrixRequest:
     if base is not None and not isinstance(base, dict):
         raise LabError(f"{path}: base must map a dimension to one value")
     try:
-        dims = restrict(default_dimensions(), wanted)
+        dims = restrict(default_dimensions(profile), wanted, profile)
         base_params = _base_params(dims, {str(k): str(v) for k, v in base.items()}) if base else None
     except LabError as exc:
         raise LabError(f"{path}: {exc}") from None
@@ -398,12 +409,13 @@ def load_matrix_file(path: str | Path) -> MatrixRequest:
 
 def full_size(dims: Dimensions) -> int:
     """How many cases `full(dims)` yields, without generating them."""
+    linked = ("ike_version", "exchange_mode", "ike_encryption")  # what `_valid` constrains
     n = 1
     for d, values in dims.items():
-        if d not in ("ike_version", "exchange_mode"):
+        if d not in linked:
             n *= len(values)
-    pairs = itertools.product(dims["ike_version"], dims["exchange_mode"])
-    return n * sum(1 for v, m in pairs if _valid({"ike_version": v, "exchange_mode": m}))
+    combos = itertools.product(*(dims[d] for d in linked))
+    return n * sum(1 for combo in combos if _valid(dict(zip(linked, combo, strict=True))))
 
 
 def full(dims: Mapping[str, Sequence[str]] | None = None,
@@ -422,10 +434,11 @@ def _prepare(dims: Mapping[str, Sequence[str]] | None,
 
 
 def _completable(dims: Dimensions, partial: Mapping[str, str]) -> bool:
-    """Whether some valid full row extends `partial` (only version x mode is constrained)."""
-    versions = [partial["ike_version"]] if "ike_version" in partial else dims["ike_version"]
-    modes = [partial["exchange_mode"]] if "exchange_mode" in partial else dims["exchange_mode"]
-    return any(_valid({"ike_version": v, "exchange_mode": m}) for v in versions for m in modes)
+    """Whether some valid full row extends `partial` (only version x mode x IKE cipher are
+    constrained)."""
+    linked = ("ike_version", "exchange_mode", "ike_encryption")
+    choices = [[partial[d]] if d in partial else dims[d] for d in linked]
+    return any(_valid(dict(zip(linked, combo, strict=True))) for combo in itertools.product(*choices))
 
 
 Pair = tuple[tuple[str, str], tuple[str, str]]
@@ -606,6 +619,8 @@ def negatives(base: Case | Mapping[str, str] | None = None) -> list[Case]:
     if make_case(p).unsupported:
         raise LabError(f"negative cases need a runnable base; {case_id(p)} uses SM4/SM3")
     v1 = {**p, "ike_version": "v1"}
+    if _aead(v1["ike_encryption"]):  # IKEv1 takes no GCM IKE cipher: the non-AEAD strength
+        v1["ike_encryption"] = "AES-256"
     out = [
         _negative(p, PROPOSAL_IKE, {"ike": {"encryption": _other("encryption", p["ike_encryption"])}}),
         _negative(p, PROPOSAL_IPSEC, {"ipsec": {

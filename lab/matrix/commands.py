@@ -52,15 +52,18 @@ def resolve_backend(requested: str) -> str:
 
 
 def select_cases(strategy: str | None, matrix_file: Path | None, only: Sequence[str],
-                 negatives: bool | None, shard_text: str | None) -> tuple[list[mc.Case], str]:
-    """The run's cases in their stable order (shard applied) and the strategy's name."""
-    request = mc.load_matrix_file(matrix_file) if matrix_file else mc.MatrixRequest()
+                 negatives: bool | None, shard_text: str | None,
+                 profile: str | None = None) -> tuple[list[mc.Case], str]:
+    """The run's cases in their stable order (shard applied) and the strategy's name; the
+    dimensions are the gateway profile's menus (default: Tencent's)."""
+    request = mc.load_matrix_file(matrix_file, profile) if matrix_file else \
+        mc.MatrixRequest(dimensions=mc.default_dimensions(profile))
     if strategy is not None:
         if strategy not in mc.STRATEGIES:
             raise LabError(f"--strategy {strategy!r}; allowed: {', '.join(mc.STRATEGIES)}")
         request.strategy = strategy
     if only:
-        request.dimensions = mc.restrict(request.dimensions, mc.parse_restrictions(only))
+        request.dimensions = mc.restrict(request.dimensions, mc.parse_restrictions(only), profile)
     if negatives is not None:
         request.negatives = negatives
     elif matrix_file is None:
@@ -116,7 +119,12 @@ def print_summary(results: Sequence[CaseResult]) -> None:
 
 def matrix(
     spec: Annotated[Path | None, typer.Argument(help="Base spec (its first tunnel is the base); "
-                                                     "default configs/examples/default.yaml.",
+                                                     "default configs/examples/default.yaml, or "
+                                                     "the --profile's example.",
+                                                show_default=False)] = None,
+    profile: Annotated[str | None, typer.Option(help="Gateway profile whose menus are the "
+                                                     "dimensions: tencent, aws or alibaba "
+                                                     "(default: the base spec's).",
                                                 show_default=False)] = None,
     strategy: Annotated[str | None, typer.Option(help="full, pairwise, sweep or ikev2-125 "
                                                       "(default: the matrix file's, else pairwise).",
@@ -147,13 +155,35 @@ def matrix(
                                              "PREFIX-1..N; default mx<pid>).")] = None,
     wire_every: Annotated[int, typer.Option(help="Wire check (capture) on every Nth case per "
                                                  "lab, and its first.")] = 25,
+    # hook (lab.customer): every case's cloud side against the user's own customer config
+    customer_config: Annotated[Path | None, typer.Option(help="Your swanctl.conf or ipsec.conf on "
+                                                         "the customer gateway in every case.")] = None,
+    customer_secrets: Annotated[Path | None, typer.Option(help="ipsec.secrets for an ipsec.conf.")] = None,
+    customer_strongswan_conf: Annotated[Path | None, typer.Option(help="Your strongswan.conf.")] = None,
 ) -> None:
     """Run the interop matrix: many cloud settings x the customer gateway, verified per case."""
+    if customer_config is not None:  # hook (lab.customer): sequential, one lab per case
+        from lab.customer import matrix_command
+
+        cases, _ = select_cases(strategy, matrix_file, only or [], False, shard_text)
+        matrix_command(cases[:limit] if limit is not None else cases, spec, customer_config,
+                       customer_secrets, customer_strongswan_conf, resolve_backend(backend), name,
+                       json_path)
+    from lab import profiles
     from lab.matrix.runner import DEFAULT_SPEC, RunInfo, RunOptions, case_secrets, default_jobs, run_matrix
     from lab.spec import load_spec
 
-    spec_path = spec or DEFAULT_SPEC
+    try:
+        chosen_profile = profiles.get(profile).name if profile is not None else None
+    except LookupError as exc:
+        raise LabError(f"--profile: {exc}") from None
+    spec_path = spec or (profiles.example_spec(chosen_profile) if chosen_profile else DEFAULT_SPEC)
     base = load_spec(spec_path)
+    if chosen_profile and base.vpn_gateway.profile != chosen_profile:
+        raise LabError(f"--profile {chosen_profile}: the base spec {spec_path} uses the "
+                       f"{base.vpn_gateway.profile} profile; give a {chosen_profile} spec (e.g. "
+                       f"{profiles.example_spec(chosen_profile)}) or leave out --profile")
+    chosen_profile = base.vpn_gateway.profile
     if case_timeout <= 0:
         raise LabError("--case-timeout: must be positive")
     if limit is not None and limit < 0:
@@ -162,7 +192,8 @@ def matrix(
     if jobs < 1:
         raise LabError("--jobs: must be 1 or more")
     chosen = resolve_backend(backend)
-    cases, strategy_name = select_cases(strategy, matrix_file, only or [], negatives, shard_text)
+    cases, strategy_name = select_cases(strategy, matrix_file, only or [], negatives, shard_text,
+                                        chosen_profile)
     if resume is not None and results_path is not None and resume.resolve() != results_path.resolve():
         raise LabError("--resume and --results name different files; --resume appends to its file")
     target = resume or results_path or Path(
@@ -217,7 +248,8 @@ def matrix(
     results = [by_id[c.id] for c in cases if c.id in by_id]
     executed = [r for r in new if r.outcome != mc.UNSUPPORTED]
     meta = {
-        "strategy": strategy_name, "spec": str(spec_path), "backend": info.backend or chosen,
+        "strategy": strategy_name, "spec": str(spec_path), "profile": chosen_profile,
+        "backend": info.backend or chosen,
         "dataplane": info.dataplane, "jobs": jobs, "shard": shard_text, "labs": info.labs,
         "lab_restarts": info.restarts, "started": started.isoformat(timespec="seconds"),
         "duration_s": round(duration, 2), "cases": len(cases), "ran": len(new),
