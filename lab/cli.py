@@ -44,6 +44,12 @@ def validate(spec: SpecPath) -> None:
     mappings = sum(len(t.mappings()) for t in parsed.tunnels)
     out.print(f"[green]valid[/]: {spec}: {len(parsed.tunnels)} tunnel(s), {mappings} SPD "
               "mapping(s)")
+    from lab.profiles import get as get_profile
+
+    profile = get_profile(parsed.vpn_gateway.profile)
+    out.print(f"gateway profile: {profile.name} ({profile.title})", highlight=False)
+    for assumption in profile.assumed:
+        out.print(f"[dim]  assumed: {assumption}[/]", highlight=False)
     for warning in unsupported(parsed):
         out.print(f"[yellow]warning[/]: {warning} (valid for the cloud; a lab run refuses it)")
 
@@ -80,11 +86,34 @@ def up(
     spec: SpecPath,
     name: Name = "default",
     backend: Annotated[str, typer.Option(help="netns, docker or auto.")] = "auto",
+    # --customer-*: the customer gateway runs the user's own strongSwan config (lab.customer)
+    customer_config: Annotated[Path | None, typer.Option(
+        help="Run the customer gateway with your own swanctl.conf or ipsec.conf, unmodified.")] = None,
+    customer_secrets: Annotated[Path | None, typer.Option(
+        help="ipsec.secrets for --customer-config ipsec.conf.")] = None,
+    customer_strongswan_conf: Annotated[Path | None, typer.Option(
+        help="Your strongswan.conf (merged into the lab's; `check` lists what the lab overrides).")]
+    = None,
 ) -> None:
     """Bring a lab up: namespaces or containers, strongSwan daemons, tunnels."""
-    lab = lifecycle.up(spec, name, backend, progress=_progress)
+    customer = None
+    if customer_config is not None:
+        from lab.customer import CustomerRun
+
+        customer = CustomerRun.load(customer_config, customer_secrets, customer_strongswan_conf)
+    elif customer_secrets or customer_strongswan_conf:
+        raise LabError("--customer-secrets/--customer-strongswan-conf need --customer-config")
+    lab = lifecycle.up(spec, name, backend, progress=_progress, customer=customer)
     out.print(f"[green]lab {name} is up[/] ({lab.state.backend} backend, "
               f"{lab.state.dataplane} dataplane); next: ipsec-lab check --name {name}")
+    if customer is not None:
+        out.print(f"customer gateway: {customer.describe()}", highlight=False)
+        for note in customer.notes:
+            out.print(f"  [dim]note[/]: {note}", highlight=False)
+        failed = [a for a in customer.attempts if not a["ok"]]
+        if failed:
+            out.print(f"[yellow]{len(failed)} initiation(s) failed[/]; ipsec-lab check --name "
+                      f"{name} says why", highlight=False)
 
 
 @app.command()
@@ -110,10 +139,15 @@ def check(name: Name = "default", as_json: AsJson = False) -> None:
     from lab.check import run_check
     from lab.report import print_check
 
-    report = run_check(lifecycle.attach(name))
+    lab = lifecycle.attach(name)
+    report = run_check(lab)
     if as_json:
         out.print_json(report.to_json())
     else:
+        if lab.customer is not None:  # which customer config ran (lab.customer)
+            out.print(f"customer gateway: {lab.customer.describe()}", highlight=False)
+            for note in lab.customer.notes:
+                out.print(f"  [dim]note[/]: {note}", highlight=False)
         print_check(out, report)
     raise typer.Exit(0 if report.ok else 1)
 

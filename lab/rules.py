@@ -33,6 +33,16 @@ def _gateway_rules(spec: LabSpec) -> Iterator[str]:
         if name in names[:i]:
             yield f"tunnels[{i}].name: tunnel name {name!r} is used twice; names must be unique"
     seen = {gw.public_ip: "vpn_gateway.public_ip"}
+    if gw.secondary_public_ip is not None:
+        if not _documentation(gw.secondary_public_ip):
+            yield f"vpn_gateway.secondary_public_ip: {gw.secondary_public_ip} must be in a " \
+                  f"documentation range ({', '.join(map(str, DOCUMENTATION))})"
+        if gw.secondary_public_ip == gw.public_ip:
+            yield "vpn_gateway.secondary_public_ip: must differ from vpn_gateway.public_ip"
+        seen[gw.secondary_public_ip] = "vpn_gateway.secondary_public_ip"
+    for i, t in enumerate(spec.tunnels):
+        if t.vpn_gateway == "secondary" and gw.secondary_public_ip is None:
+            yield f"tunnels[{i}].vpn_gateway: 'secondary' needs vpn_gateway.secondary_public_ip"
     for i, t in enumerate(spec.tunnels):
         ip = t.customer_gateway.public_ip
         if ip in seen:
@@ -177,24 +187,28 @@ def _health_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
 
 def _mapping_rules(spec: LabSpec) -> Iterator[str]:
     """No two mappings of one gateway may overlap (both local and peer ranges); at most 200."""
-    taken: list[tuple[str, Cidr, Cidr]] = []
-    for i, t in enumerate(spec.tunnels):
-        for r, rule in enumerate(t.spd_rules):
-            for local in rule.local:
-                for peer in rule.peer:
-                    where = f"tunnels[{i}].spd_rules[{r}]"
-                    clash = next(
-                        (w for w, lo, pe in taken if lo.overlaps(local) and pe.overlaps(peer)),
-                        None,
-                    )
-                    if clash:
-                        yield f"{where}: mapping {local}-{peer} overlaps a mapping of {clash}; " \
-                              "mappings of one VPN gateway must not overlap"
-                    taken.append((f"{where} ({t.name})", local, peer))
-    most = profile_of(spec).max_mappings_per_gateway
-    if most is not None and len(taken) > most:
-        yield f"tunnels: {len(taken)} SPD mappings on one VPN gateway; at most " \
-              f"{most}{profile_of(spec).where()} (use destination-route tunnels for more)"
+    for which in ("primary", "secondary"):
+        taken: list[tuple[str, Cidr, Cidr]] = []
+        for i, t in enumerate(spec.tunnels):
+            if t.vpn_gateway != which:
+                continue
+            for r, rule in enumerate(t.spd_rules):
+                for local in rule.local:
+                    for peer in rule.peer:
+                        where = f"tunnels[{i}].spd_rules[{r}]"
+                        clash = next(
+                            (w for w, lo, pe in taken if lo.overlaps(local) and pe.overlaps(peer)),
+                            None,
+                        )
+                        if clash:
+                            yield f"{where}: mapping {local}-{peer} overlaps a mapping of {clash}; " \
+                                  "mappings of one VPN gateway must not overlap"
+                        taken.append((f"{where} ({t.name})", local, peer))
+        most = profile_of(spec).max_mappings_per_gateway
+        if most is not None and len(taken) > most:
+            gateway = "one VPN gateway" if which == "primary" else "the secondary VPN gateway"
+            yield f"tunnels: {len(taken)} SPD mappings on {gateway}; at most " \
+                  f"{most}{profile_of(spec).where()} (use destination-route tunnels for more)"
 
 
 def unsupported(spec: LabSpec) -> list[str]:

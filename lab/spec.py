@@ -155,6 +155,9 @@ class HealthCheck(Strict):
 class CustomerGateway(Strict):
     public_ip: IPv4
     idc_cidrs: list[Cidr] = []
+    # customer gateways naming one site share one IDC (its host behind a switch): the seed's
+    # primary/secondary set-up, two customer gateways in front of the same data centre
+    site: str | None = None
 
 
 class CustomerOverrides(Strict):
@@ -177,6 +180,8 @@ class Tunnel(Strict):
     ike: IkeOptions = IkeOptions()
     ipsec: IpsecOptions = IpsecOptions()
     customer: CustomerOverrides = CustomerOverrides()
+    # which VPN gateway of the VPC terminates the tunnel (secondary: vpn_gateway.secondary_public_ip)
+    vpn_gateway: Literal["primary", "secondary"] = "primary"
 
     @field_validator("pre_shared_key", mode="before")
     @classmethod
@@ -209,6 +214,13 @@ class VpnGateway(Strict):
     public_ip: IPv4 = IPv4("203.0.113.1")
     vpc_cidr: Cidr = Cidr("10.0.0.0/16")
     routes: list[Route] = []
+    # a second VPN gateway in the same VPC, for primary/secondary disaster recovery: tunnels with
+    # `vpn_gateway: secondary` terminate there (mapping rules apply per gateway)
+    secondary_public_ip: IPv4 | None = None
+
+    def ip_of(self, which: str) -> IPv4:
+        return self.secondary_public_ip if which == "secondary" and self.secondary_public_ip \
+            else self.public_ip
 
 
 class LabSpec(Strict):

@@ -7,7 +7,9 @@ source of configuration while the orchestrator loads connections over VICI, per 
 from __future__ import annotations
 
 import base64
+import glob
 import re
+from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
@@ -17,18 +19,27 @@ LIST_KEYS = {
     "local_addrs", "remote_addrs", "proposals", "esp_proposals", "ah_proposals",
     "local_ts", "remote_ts", "vips", "pools", "groups", "cert_policy", "certs", "pubkeys",
 }
-SECTION = re.compile(r"^([\w.%:-]+)\s*\{$")
-SETTING = re.compile(r"^([\w.%:-]+)\s*=\s*(.*)$")
+# Names: any printable but space, braces, '=' and '#' (strongswan.conf's filelog sections are paths).
+SECTION = re.compile(r"^([^\s{}=#]+)\s*\{$")
+SETTING = re.compile(r"^([^\s{}=#]+)\s*=\s*(.*)$")
+INCLUDE = re.compile(r"^include\s+(\S+)$")
+MAX_INCLUDE_DEPTH = 10
 
 
-def parse(text: str, source: str = "swanctl.conf") -> dict[str, Any]:
+def parse(text: str, source: str = "swanctl.conf", base: Path | None = None,
+          _depth: int = 0) -> dict[str, Any]:
+    """`include PATTERN` (strongSwan's settings syntax) is resolved relative to `base`, the
+    directory of the including file, and merged where it stands (later values win, sections
+    merge); without `base` an include is an error, as before includes were supported."""
     root: dict[str, Any] = {}
     stack = [root]
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _strip_comment(raw).strip()
         if not line:
             continue
-        if line == "}":
+        if m := INCLUDE.match(line):
+            _merge(stack[-1], _include(m.group(1), source, number, base, _depth))
+        elif line == "}":
             if len(stack) == 1:
                 raise LabError(f"{source}:{number}: '}}' without an open section")
             stack.pop()
@@ -43,6 +54,34 @@ def parse(text: str, source: str = "swanctl.conf") -> dict[str, Any]:
     if len(stack) != 1:
         raise LabError(f"{source}: a section is not closed")
     return root
+
+
+def _include(pattern: str, source: str, number: int, base: Path | None,
+             depth: int) -> dict[str, Any]:
+    if base is None:
+        raise LabError(f"{source}:{number}: include {pattern}: read the file from a path so that "
+                       "includes can be resolved")
+    if depth >= MAX_INCLUDE_DEPTH:
+        raise LabError(f"{source}:{number}: include nesting deeper than {MAX_INCLUDE_DEPTH}")
+    path = Path(pattern)
+    merged: dict[str, Any] = {}
+    for match in sorted(glob.glob(str(path if path.is_absolute() else base / path))):
+        included = Path(match)
+        try:
+            text = included.read_text()
+        except OSError as exc:
+            raise LabError(f"{source}:{number}: include {match}: {exc.strerror}") from None
+        _merge(merged, parse(text, str(included), included.parent, depth + 1))
+    return merged
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Sections merge recursively, settings are replaced (strongSwan's rule for repeats)."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def _strip_comment(line: str) -> str:
