@@ -40,6 +40,22 @@ def _scapy():
     return AsyncSniffer, send, IP, UDP, ICMP, Raw
 
 
+class _KernelRouted:
+    """Sends IP packets through a raw socket: the kernel routes each one, so a route change
+    (a failover) applies at once; scapy's own L3 socket routes from a table read at start-up."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def send(self, pkt) -> None:
+        self._sock.sendto(bytes(pkt), (pkt.dst, 0))
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 def _emit(obj: object) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -107,9 +123,8 @@ def send(args: argparse.Namespace) -> None:
                 done.set()
 
     sniffer = _start(AsyncSniffer, iface=args.iface, filter="icmp[icmptype] == icmp-echoreply", prn=seen)
-    from scapy.config import conf
 
-    sock = conf.L3socket()  # one socket for all probes: scapy's send() opens one per packet
+    sock = _KernelRouted()  # one socket for all probes: scapy's send() opens one per packet
     t_first = time.time()
     for n, p in enumerate(probes):
         ip = IP(src=p["src"], dst=p["dst"])
@@ -251,7 +266,6 @@ def stream(args: argparse.Namespace) -> None:
     outage windows around events.
     """
     AsyncSniffer, _, IP, UDP, ICMP, Raw = _scapy()
-    from scapy.config import conf
 
     prefix, tag = args.prefix, args.tag
     received: list[tuple[str, int, float]] = []  # (kind, seq, time)
@@ -273,7 +287,7 @@ def stream(args: argparse.Namespace) -> None:
         return
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    sock = conf.L3socket()
+    sock = _KernelRouted()
     sent: list[tuple[int, float]] = []
     interval, seq = 1.0 / args.rate, 0
     next_at = time.monotonic()

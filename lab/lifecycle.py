@@ -128,7 +128,7 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
     from lab.routing import install_route_tables
 
     if routes := install_route_tables(lab):
-        progress(f"{routes} route-table entries for destination-route tunnels installed")
+        progress(f"{routes} route-table entries installed on the cloud gateway(s)")
 
 
 def _alive(pid: int) -> bool:

@@ -58,9 +58,8 @@ def establish(lab: Lab, progress: Progress) -> None:
         with lab.vici(gw.node) as v:
             v.load(lab_config(lab, gw.node))
     progress("connections and secrets loaded over VICI")
-    cloud = lab.plan.gateways[0]
     triggered = []
-    for conn in cloud.connections:
+    for conn in (c for cloud in lab.plan.cloud_gateways for c in cloud.connections):
         tunnel = lab.spec.tunnel(conn.tunnel)
         lab.state.negotiation[conn.tunnel] = mechanism(
             tunnel.negotiation_type, lab.plan.dataplane.trap_policies)
@@ -79,18 +78,16 @@ def establish(lab: Lab, progress: Progress) -> None:
 
 def sides(lab: Lab, tunnel: str) -> tuple[str, str]:
     """(initiator node, responder node) for a tunnel, by its negotiation type."""
-    customer = next(g.node for g in lab.plan.gateways[1:]
-                    if any(c.tunnel == tunnel for c in g.connections))
+    customer, cloud = lab.plan.customer_of(tunnel).node, lab.plan.cloud_of(tunnel).node
     if lab.spec.tunnel(tunnel).negotiation_type == "passive":
-        return customer, lab.plan.gateways[0].node
-    return lab.plan.gateways[0].node, customer
+        return customer, cloud
+    return cloud, customer
 
 
 def initiate_tunnel(lab: Lab, tunnel: str, timeout: float = ESTABLISH_TIMEOUT) -> None:
     """Initiate every mapping's CHILD_SA and wait until the responder has installed each."""
     initiator, responder = sides(lab, tunnel)
-    conn = next(c for c in lab.plan.gateways[0].connections if c.tunnel == tunnel)
-    children = [ch.name for ch in conn.children]
+    children = [ch.name for ch in lab.plan.connection(tunnel).children]
     with lab.vici(initiator) as ini, lab.vici(responder) as resp, \
             resp.events(["child-updown"]) as next_event:
         for child in children:

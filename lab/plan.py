@@ -19,7 +19,7 @@ from lab.errors import LabError
 from lab.rules import unsupported
 from lab.spec import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel
 
-Role = Literal["vpc-host", "vpn-gateway", "internet", "customer-gateway", "idc-host"]
+Role = Literal["vpc-host", "vpn-gateway", "internet", "customer-gateway", "idc-host", "switch"]
 LAB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 WAN, LAN = "eth0", "eth1"
 LIBIPSEC_TUN = "ipsec0"  # kernel-libipsec's TUN device
@@ -124,6 +124,7 @@ class MappingProbe:
     idc_node: str
     idc_addr: ipaddress.IPv4Address
     delivered: bool = True
+    standby: bool = False  # the hosts' routes point elsewhere until a failover
 
 
 @dataclass
@@ -142,6 +143,22 @@ class LabPlan:
 
     def gateway(self, node: str) -> Gateway:
         return next(g for g in self.gateways if g.node == node)
+
+    @property
+    def cloud_gateways(self) -> list[Gateway]:
+        return [g for g in self.gateways if g.side == "cloud"]
+
+    def cloud_of(self, tunnel: str) -> Gateway:
+        """The cloud gateway (primary or secondary) that terminates a tunnel."""
+        return next(g for g in self.cloud_gateways if any(c.tunnel == tunnel for c in g.connections))
+
+    def customer_of(self, tunnel: str) -> Gateway:
+        return next(g for g in self.gateways
+                    if g.side == "customer" and any(c.tunnel == tunnel for c in g.connections))
+
+    def connection(self, tunnel: str) -> Connection:
+        """A tunnel's cloud-side connection."""
+        return next(c for c in self.cloud_of(tunnel).connections if c.tunnel == tunnel)
 
 
 def check_lab_name(name: str) -> str:
@@ -253,8 +270,8 @@ class _Addresses:
         self.lans.append(cidr)
         return cidr
 
-    def gateway_ifaces(self, selectors: list[Cidr]) -> list[ipaddress.IPv4Interface]:
-        """The gateway's .1 in every range, and in every traffic selector it protects.
+    def gateway_ifaces(self, selectors: list[Cidr], index: int = 1) -> list[ipaddress.IPv4Interface]:
+        """The gateway's .1 (.index) in every range, and in every traffic selector it protects.
 
         kernel-libipsec routes a CHILD_SA over its TUN device with a source address inside
         the local traffic selector, so the gateway must own one there.
@@ -262,7 +279,7 @@ class _Addresses:
         out: list[ipaddress.IPv4Interface] = []
         for cidr in [*self.lans, *selectors]:
             if cidr.num_addresses > 2:
-                iface = ipaddress.IPv4Interface(f"{host_address(cidr, 1)}/{cidr.prefixlen}")
+                iface = ipaddress.IPv4Interface(f"{host_address(cidr, index)}/{cidr.prefixlen}")
                 if all(iface.ip != o.ip for o in out):
                     out.append(iface)
         return out
@@ -299,17 +316,25 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             raise LabError(f"tunnels[{i}]: destination-route tunnel {t.name!r} has no route in "
                            "vpn_gateway.routes, so it would carry nothing; add {destination, "
                            "tunnel} entries (valid for the cloud, where routes come later)")
+    for i, t in enumerate(spec.tunnels):
+        if t.vpn_gateway == "secondary" and t.negotiation_type == "traffic-triggered" \
+                and not dataplane.trap_policies:
+            raise LabError(f"tunnels[{i}].negotiation_type: the lab's traffic trigger watches the "
+                           "primary VPN gateway only; use active or passive on the secondary")
     gw_spec = spec.vpn_gateway
     nodes: list[Node] = []
     links: list[Link] = []
     probes: list[MappingProbe] = []
 
     internet = Node("inet", "internet", bridge="br0")
-    cloud = Node("vpngw", "vpn-gateway", forwarding=True)
     vpc = Node("vpc", "vpc-host")
-    nodes += [vpc, cloud, internet]
+    used = ["primary"] + (["secondary"] if any(t.vpn_gateway == "secondary" for t in spec.tunnels)
+                          else [])
+    clouds = {which: Node("vpngw" if which == "primary" else "vpngw2", "vpn-gateway", forwarding=True)
+              for which in used}
+    nodes += [vpc, *clouds.values(), internet]
 
-    public_ips = [gw_spec.public_ip] + [t.customer_gateway.public_ip for t in spec.tunnels]
+    public_ips = [gw_spec.ip_of(w) for w in used] + [t.customer_gateway.public_ip for t in spec.tunnels]
 
     def wan(node: Node, ip: ipaddress.IPv4Address, port: str) -> None:
         node.interfaces.append(Interface(WAN, [ipaddress.IPv4Interface(f"{ip}/32")]))
@@ -317,7 +342,8 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         internet.interfaces.append(Interface(port))
         links.append(Link(node.name, WAN, internet.name, port))
 
-    wan(cloud, gw_spec.public_ip, "p-vpngw")
+    for which, node in clouds.items():
+        wan(node, gw_spec.ip_of(which), f"p-{node.name}")
 
     vpc_lans = _Addresses([gw_spec.vpc_cidr])
     vpc_addr: dict[Cidr, ipaddress.IPv4Address] = {}
@@ -326,21 +352,30 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             vpc_lans.lan_for(local)
             vpc_addr.setdefault(local, host_address(local, 10))
 
-    cloud_conns, gateways = [], []
-    route_table: list[Route] = []
+    cloud_conns: dict[str, list[Connection]] = {which: [] for which in used}
+    gateways: list[Gateway] = []
+    route_tables: dict[str, list[Route]] = {which: [] for which in used}
+    sites: dict[str, _Site] = {}
+    hc_addrs: dict[str, list[ipaddress.IPv4Interface]] = {}
     for i, t in enumerate(spec.tunnels, start=1):
         cgw_ip = t.customer_gateway.public_ip
+        cloud_ip = gw_spec.ip_of(t.vpn_gateway)
+        cloud = clouds[t.vpn_gateway]
         cgw = Node(f"cgw{i}", "customer-gateway", forwarding=True)
-        idc = Node(f"idc{i}", "idc-host")
-        nodes += [cgw, idc]
+        site = sites.setdefault(t.customer_gateway.site or f"#{i}",
+                                _Site(Node(f"idc{i}", "idc-host"), _Addresses([])))
+        site.gateways.append(cgw)
+        nodes.append(cgw)
+        if len(site.gateways) == 1:
+            nodes.append(site.host)
         wan(cgw, cgw_ip, f"p-cgw{i}")
 
         selectors = spec.selectors(t)
-        idc_lans = _Addresses(list(t.customer_gateway.idc_cidrs))
-        idc_addr: dict[Cidr, ipaddress.IPv4Address] = {}
+        for cidr in t.customer_gateway.idc_cidrs:
+            site.lans.lan_for(cidr)
         for _, peer in selectors:
-            idc_lans.lan_for(peer)
-            idc_addr.setdefault(peer, host_address(peer, 10))
+            site.lans.lan_for(peer)
+            site.addr.setdefault(peer, host_address(peer, 10))
         canary = None
         if t.communication_mode == "destination-route":
             # an IDC address no route leads to (an unrouted IDC range, else a made-up one):
@@ -349,49 +384,100 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             unrouted = [c for c in t.customer_gateway.idc_cidrs
                         if not any(c.overlaps(r) for r in routed)]
             dark = unrouted[0] if unrouted else Cidr(f"{UNROUTED_BASE}.{i}.0/24")
-            canary = host_address(idc_lans.lan_for(dark), 10)
-        _attach_host(cgw, idc, idc_lans, idc_addr, links)
+            canary = host_address(site.lans.lan_for(dark), 10)
 
-        cloud_id = _identity(t.ike.local_id, gw_spec.public_ip)
+        cloud_id = _identity(t.ike.local_id, cloud_ip)
         peer_id = _identity(t.ike.peer_id, cgw_ip)
-        cloud_conns.append(_connection(
+        cloud_conn = _connection(
             t, "cloud", t.ike, t.ipsec, t.pre_shared_key.get_secret_value(),
-            gw_spec.public_ip, cgw_ip, cloud_id, peer_id, dataplane, time_scale, selectors,
-        ))
+            cloud_ip, cgw_ip, cloud_id, peer_id, dataplane, time_scale, selectors,
+        )
+        cloud_conns[t.vpn_gateway].append(cloud_conn)
         c_ike, c_ipsec, c_psk = customer_options(t)
         # ID overrides are the customer's view: its own ID, and the ID it expects of the cloud.
         c_local = _identity(c_ike.local_id, cgw_ip) if "local_id" in t.customer.ike else peer_id
-        c_remote = (_identity(c_ike.peer_id, gw_spec.public_ip) if "peer_id" in t.customer.ike
+        c_remote = (_identity(c_ike.peer_id, cloud_ip) if "peer_id" in t.customer.ike
                     else cloud_id)
         customer_conn = _connection(
-            t, "customer", c_ike, c_ipsec, c_psk, cgw_ip, gw_spec.public_ip,
+            t, "customer", c_ike, c_ipsec, c_psk, cgw_ip, cloud_ip,
             c_local, c_remote, dataplane, time_scale, selectors,
         )
+        hc = t.health_check
+        if hc.enabled and hc.local_ip and hc.peer_ip:
+            # the NQA probes cross the tunnel: their own CHILD_SA, addresses on both gateways
+            local, peer = Cidr(f"{hc.local_ip}/32"), Cidr(f"{hc.peer_ip}/32")
+            cloud_conn.children.append(Child(f"{t.name}-hc", local, peer))
+            customer_conn.children.append(Child(f"{t.name}-hc", peer, local))
+            hc_addrs.setdefault(cloud.name, []).append(ipaddress.IPv4Interface(f"{hc.local_ip}/32"))
+            hc_addrs.setdefault(cgw.name, []).append(ipaddress.IPv4Interface(f"{hc.peer_ip}/32"))
         gateways.append(Gateway(
             cgw.name, "customer", cgw_ip, [customer_conn], dataplane,
             aggressive_psk=customer_conn.aggressive if tuning is None else tuning.aggressive_psk,
             retransmit=retransmit_for([customer_conn.dpd] if customer_conn.version == 2 else [])
             if tuning is None else tuning.retransmit,
         ))
+        # the hosts' routes point at the primary gateway and a site's first customer gateway:
+        # tunnels elsewhere are standby paths until a failover moves the routes
+        standby = t.vpn_gateway != "primary" or site.gateways[0] is not cgw
         for m, (local, peer) in enumerate(selectors):
             probes.append(MappingProbe(
-                t.name, child_name(t, m), vpc.name, vpc_addr[local], idc.name, idc_addr[peer]
+                t.name, child_name(t, m), vpc.name, vpc_addr[local], site.host.name, site.addr[peer],
+                standby=standby,
             ))
-            if dataplane.name == "libipsec" and all(r.destination != peer for r in route_table):
-                route_table.append(Route(peer, device=LIBIPSEC_TUN))
+            table = route_tables[t.vpn_gateway]
+            if dataplane.name == "libipsec" and all(r.destination != peer for r in table):
+                table.append(Route(peer, device=LIBIPSEC_TUN))
         if canary is not None:
             probes.append(MappingProbe(t.name, None, vpc.name, host_address(gw_spec.vpc_cidr, 10),
-                                       idc.name, canary, delivered=False))
+                                       site.host.name, canary, delivered=False, standby=standby))
 
-    _attach_host(cloud, vpc, vpc_lans, vpc_addr, links)
-    gateways.insert(0, Gateway(
-        cloud.name, "cloud", gw_spec.public_ip, cloud_conns, dataplane, route_table=route_table,
-        aggressive_psk=any(c.aggressive for c in cloud_conns) if tuning is None
-        else tuning.aggressive_psk,
-        retransmit=retransmit_for([c.dpd for c in cloud_conns if c.version == 2])
-        if tuning is None else tuning.retransmit,
-    ))
+    _attach(list(clouds.values()), vpc, vpc_lans, vpc_addr, links, nodes, "vpcsw")
+    for site in sites.values():
+        _attach(site.gateways, site.host, site.lans, site.addr, links, nodes,
+                f"idcsw{site.host.name[3:]}")
+    for node_name, addrs in hc_addrs.items():
+        next(n for n in nodes if n.name == node_name).iface(LAN).addresses.extend(addrs)
+    for which, node in reversed(list(clouds.items())):
+        conns = cloud_conns[which]
+        gateways.insert(0, Gateway(
+            node.name, "cloud", gw_spec.ip_of(which), conns, dataplane,
+            route_table=route_tables[which],
+            aggressive_psk=any(c.aggressive for c in conns) if tuning is None
+            else tuning.aggressive_psk,
+            retransmit=retransmit_for([c.dpd for c in conns if c.version == 2])
+            if tuning is None else tuning.retransmit,
+        ))
     return LabPlan(name, dataplane, nodes, links, gateways, probes, time_scale=time_scale)
+
+
+@dataclass
+class _Site:
+    """An IDC: one host, the customer gateways in front of it, its address ranges."""
+
+    host: Node
+    lans: _Addresses
+    gateways: list[Node] = field(default_factory=list)
+    addr: dict[Cidr, ipaddress.IPv4Address] = field(default_factory=dict)
+
+
+def _attach(
+    gws: list[Node], host: Node, lans: _Addresses, probe_addr: dict[Cidr, ipaddress.IPv4Address],
+    links: list[Link], nodes: list[Node], switch_name: str,
+) -> None:
+    """One gateway: a LAN cable to the host. Several: a switch, gateway k taking the k-th address
+    of every range, the host's default route via the first."""
+    if len(gws) == 1:
+        _attach_host(gws[0], host, lans, probe_addr, links)
+        return
+    switch = Node(switch_name, "switch", bridge="br0")
+    nodes.append(switch)
+    for k, gw in enumerate(gws, start=1):
+        gw.interfaces.append(Interface(LAN, lans.gateway_ifaces(list(probe_addr), index=k)))
+        switch.interfaces.append(Interface(f"p-{gw.name}"))
+        links.append(Link(gw.name, LAN, switch.name, f"p-{gw.name}"))
+    _host_side(gws[0], host, lans, probe_addr)
+    switch.interfaces.append(Interface("p-host"))
+    links.append(Link(host.name, "eth0", switch.name, "p-host"))
 
 
 def _attach_host(
@@ -399,8 +485,15 @@ def _attach_host(
     links: list[Link],
 ) -> None:
     """Cable a host behind a gateway: one LAN link carrying every range of that side."""
-    gw_ifaces = lans.gateway_ifaces(list(probe_addr))
-    gw.interfaces.append(Interface(LAN, gw_ifaces))
+    gw.interfaces.append(Interface(LAN, lans.gateway_ifaces(list(probe_addr))))
+    _host_side(gw, host, lans, probe_addr)
+    links.append(Link(gw.name, LAN, host.name, "eth0"))
+
+
+def _host_side(gw: Node, host: Node, lans: _Addresses,
+               probe_addr: dict[Cidr, ipaddress.IPv4Address]) -> None:
+    """The host's addresses (one per range and per probed selector) and its default route."""
+    gw_ifaces = gw.iface(LAN).addresses
     host_ifaces: list[ipaddress.IPv4Interface] = []
     for lan in lans.lans:
         default = host_address(lan, 10)
@@ -416,4 +509,3 @@ def _attach_host(
     host.interfaces.append(Interface("eth0", host_ifaces))
     if gw_ifaces:
         host.routes.append(Route(Cidr("0.0.0.0/0"), via=gw_ifaces[0].ip))
-    links.append(Link(gw.name, LAN, host.name, "eth0"))

@@ -1,0 +1,195 @@
+"""Health-check failover between a primary and a secondary tunnel, under traffic.
+
+Set-up (the seed's primary/secondary disaster recovery): two VPN gateways in the VPC, each with
+one tunnel to its own customer gateway, both customer gateways in front of the same IDC; the
+VPC's and the IDC's routes choose the path. Why two of each: kernel-libipsec sends all CHILD_SAs
+through one TUN device and picks the first policy whose selectors match, so two tunnels with the
+same selectors on one daemon cannot be steered by routes; separate gateways can. The cloud's NQA
+health check is emulated by lab.health (ICMP through each tunnel between its health-check
+addresses); lab.health.Failover moves the routes.
+
+Phases: cut the primary's path (detection, outage against interval x threshold + timeout, the
+secondary carries the traffic); restore it (failback after the damping); cut both (traffic stops,
+nothing in clear); flap the primary (the damping keeps the traffic from flapping with it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lab.health import HOLD_DOWN_PROBES, Failover, bound
+from lab.lifecycle import Lab
+from lab.scenarios import impair
+from lab.scenarios.base import WireWatch, lab_name, running_lab
+from lab.scenarios.report import ScenarioResult
+from lab.scenarios.stream import Stream
+from lab.spec import LabSpec, dump_spec, load_spec, parse_spec
+
+SECONDARY_CLOUD_IP = "203.0.113.9"
+SECONDARY_CUSTOMER_IP = "198.51.100.10"
+HC = {"primary": ("169.254.128.1", "169.254.128.2"), "secondary": ("169.254.128.5", "169.254.128.6")}
+FLAPS = 5
+
+
+def failover_spec(base: str | Path | LabSpec | None, interval_ms: int, threshold: int,
+                  timeout_ms: int) -> LabSpec:
+    """The base spec's first tunnel twice: primary and secondary, each with its health check."""
+    from lab.scenarios.base import DEFAULT_SPEC
+
+    spec = base if isinstance(base, LabSpec) else load_spec(base or DEFAULT_SPEC)
+    data = dump_spec(spec)
+    tunnel = data["tunnels"][0]
+    tunnel["dpd"] = {"enabled": True, "timeout": 60, "action": "retry"}  # outlives every cut here
+    tunnels = []
+    for role, cgw_ip in (("primary", tunnel["customer_gateway"]["public_ip"]),
+                         ("secondary", SECONDARY_CUSTOMER_IP)):
+        local, peer = HC[role]
+        t = {**tunnel, "name": f"{tunnel['name'][:50]}-{role[:3]}", "vpn_gateway": role,
+             "negotiation_type": "active",
+             "customer_gateway": {**tunnel["customer_gateway"], "public_ip": cgw_ip, "site": "idc"},
+             "health_check": {"enabled": True, "local_ip": local, "peer_ip": peer,
+                              "interval_ms": interval_ms, "threshold": threshold,
+                              "timeout_ms": timeout_ms}}
+        tunnels.append(t)
+    data["tunnels"] = tunnels
+    data["vpn_gateway"]["secondary_public_ip"] = SECONDARY_CLOUD_IP
+    return parse_spec(data, "failover spec")
+
+
+def run_failover(base: str | Path | None = None, *, backend: str = "netns", interval_ms: int = 1000,
+                 threshold: int = 3, timeout_ms: int = 500, name: str | None = None) -> ScenarioResult:
+    spec = failover_spec(base, interval_ms, threshold, timeout_ms)
+    name = name or lab_name("fo")
+    with running_lab(spec, name, backend) as lab:
+        primary, secondary = (t.name for t in spec.tunnels)
+        result = ScenarioResult(
+            "failover", f"health check every {interval_ms} ms, threshold {threshold}, timeout "
+                        f"{timeout_ms} ms", lab.state.backend, lab.state.dataplane, 1.0)
+        _experiment(lab, result, primary, secondary)
+    return result
+
+
+def _packets(lab: Lab, tunnel: str) -> int:
+    """Packets through a tunnel's mapping CHILD_SAs so far (health-check SA excluded)."""
+    with lab.vici(lab.plan.cloud_of(tunnel).node) as v:
+        return sum(int(c.get("packets-in", 0)) + int(c.get("packets-out", 0))
+                   for sa in v.sas() if sa["name"] == tunnel
+                   for c in sa.get("child-sas", {}).values() if not c["name"].endswith("-hc"))
+
+
+def _path(lab: Lab, tunnel: str) -> tuple:
+    return lab.plan.cloud_of(tunnel).public_ip, lab.plan.customer_of(tunnel).public_ip
+
+
+def _wait(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) -> None:
+    limit = bound(lab, primary)
+    hc = lab.spec.tunnel(primary).health_check
+    interval = hc.interval_ms / 1000
+    settle = limit + (HOLD_DOWN_PROBES + hc.threshold + 2) * interval  # enough for a failback
+    result.metrics["bound_s"] = limit
+    stream = Stream(lab)
+    wire = WireWatch(lab, [stream.prefix])
+    failover = Failover(lab, primary, secondary)
+    try:
+        failover.start()
+        stream.start()
+        time.sleep(2 * interval)  # both checks healthy, the stream on the primary
+        # 1. the primary's path breaks
+        before = _packets(lab, secondary)
+        t_cut = time.time()
+        impair.cut(lab, *_path(lab, primary), rule="primary")
+        result.mark(t_cut, "primary cut")
+        moved = _wait(lambda: failover.active == secondary, limit * 3 + 5)
+        time.sleep(2 * interval)  # traffic on the secondary for a while
+        carried = _packets(lab, secondary) - before
+        # 2. the primary comes back
+        t_restore = time.time()
+        impair.restore(lab, rule="primary")
+        result.mark(t_restore, "primary restored")
+        back = _wait(lambda: failover.active == primary, settle * 2)
+        time.sleep(2 * interval)
+        # 3. both break
+        t_both = time.time()
+        impair.cut(lab, *_path(lab, primary), rule="primary")
+        impair.cut(lab, *_path(lab, secondary), rule="secondary")
+        result.mark(t_both, "both cut")
+        time.sleep(limit + 3 * interval)
+        t_both_end = time.time()
+        impair.restore(lab, rule="primary")
+        impair.restore(lab, rule="secondary")
+        result.mark(t_both_end, "both restored")
+        _wait(lambda: failover.active == primary and failover.checkers[primary].healthy, settle * 2)
+        time.sleep(2 * interval)
+        # 4. the primary flaps: down for a threshold's worth of probes, up again, repeatedly
+        switches_before = len(failover.switches)
+        t_flap = time.time()
+        result.mark(t_flap, "primary flapping")
+        for _ in range(FLAPS):
+            impair.cut(lab, *_path(lab, primary), rule="primary")
+            time.sleep((hc.threshold + 1) * interval)
+            impair.restore(lab, rule="primary")
+            time.sleep(2 * interval)
+        t_flap_end = time.time()
+        result.mark(t_flap_end, "flapping ends")
+        _wait(lambda: failover.active == primary, settle * 2)
+        time.sleep(2 * interval)
+        flow = stream.stop()
+    except BaseException:
+        stream.kill()
+        wire.kill()
+        raise
+    finally:
+        failover.stop()
+    wire.finish(result)
+    for t, active in failover.switches:
+        result.mark(t, f"traffic via {'secondary' if active == secondary else 'primary'}")
+    for tunnel, checker in failover.checkers.items():
+        for tr in checker.transitions:
+            result.mark(tr.time, f"{'secondary' if tunnel == secondary else 'primary'} "
+                                 f"{'healthy' if tr.healthy else 'unhealthy'}")
+
+    down = next((tr for tr in failover.checkers[primary].transitions if not tr.healthy
+                 and tr.time >= t_cut), None)
+    result.verdict("the health check declared the primary unhealthy", down is not None,
+                   f"{down.time - t_cut:.2f} s after the cut ({hc.threshold} failed probes every "
+                   f"{hc.interval_ms} ms)" if down else "never")
+    switch = next((t for t, active in failover.switches if active == secondary and t >= t_cut), None)
+    result.verdict("traffic moved to the secondary", moved and carried > 0,
+                   f"routes switched {switch - t_cut:.2f} s after the cut; the secondary carried "
+                   f"{carried} packets" if switch else "no switch")
+    udp = flow.directions[0]
+    last, first = udp.outage_around(t_cut)
+    if last and first:
+        outage = first - last
+        result.metrics.update({"detection_s": round(down.time - t_cut, 2) if down else None,
+                               "outage_s": round(outage, 2)})
+        result.verdict("outage within interval x threshold + timeout (+1 interval for the switch)",
+                       outage <= limit + interval,
+                       f"outage {outage:.2f} s, bound {limit:.2f} s")
+    failback = next((t for t, active in failover.switches if active == primary and t >= t_restore),
+                    None)
+    result.verdict("traffic moved back to the primary after it recovered (damped)", back,
+                   f"{failback - t_restore:.2f} s after the restore (hold-down {HOLD_DOWN_PROBES} "
+                   f"probes, then {hc.threshold} good probes)" if failback else "no failback")
+    if failback:
+        result.metrics["failback_s"] = round(failback - t_restore, 2)
+    in_both = sum(1 for d in flow.directions for ts in d.arrived.values()
+                  if t_both + 1.0 <= ts <= t_both_end)
+    result.verdict("both tunnels down: traffic stops", in_both == 0,
+                   f"{in_both} packets delivered while both paths were cut")
+    flaps = [s for s in failover.switches[switches_before:] if t_flap <= s[0] <= t_flap_end + settle * 2]
+    result.verdict("a flapping primary does not flap the traffic", len(flaps) <= 2,
+                   f"{len(flaps)} route switches during {FLAPS} flaps (damping: hold-down "
+                   f"{HOLD_DOWN_PROBES} probes + {hc.threshold} good probes)")
+    result.metrics["switches"] = len(failover.switches)
+    result.attach_stream(flow)
