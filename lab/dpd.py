@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 RETRANSMIT_BASE = 1.4
 RETRANSMIT_TRIES = 3
+MIN_RETRANSMIT = 0.5  # seconds: only reached with a --time-scale far below 1
 
 
 @dataclass(frozen=True)
@@ -44,4 +45,5 @@ def retransmit_for(schedules: list[DpdSchedule | None]) -> tuple[float, float, i
     shortest = min(active, key=lambda s: s.timeout)
     target = shortest.timeout - shortest.delay
     first = target / retransmit_total(1.0, RETRANSMIT_BASE, RETRANSMIT_TRIES)
-    return round(first, 2), RETRANSMIT_BASE, RETRANSMIT_TRIES
+    # the same schedule paces IKE set-up: below half a second a loaded machine drops negotiations
+    return max(MIN_RETRANSMIT, round(first, 2)), RETRANSMIT_BASE, RETRANSMIT_TRIES

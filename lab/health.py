@@ -5,10 +5,11 @@ IP (on the customer gateway) through the tunnel: ICMP echo every `interval_ms`, 
 within `timeout_ms` or failed. After `threshold` consecutive failures the tunnel is unhealthy.
 
 Damping (so a flapping primary cannot flap the traffic): an unhealthy tunnel is healthy again only
-after `threshold` consecutive successes *and* a hold-down of `HOLD_DOWN_PROBES` intervals since it
-went unhealthy. `Failover` moves the VPC's and the IDC's routes onto the secondary while the
-primary is unhealthy and the secondary healthy, and back once the primary is healthy again; the
-worst-case outage is interval x threshold + timeout (plus the route change).
+after max(`threshold`, `HOLD_DOWN_PROBES`) consecutive successful probes, so a path that keeps
+failing within that window stays out of service. `Failover` moves the VPC's and the IDC's routes
+onto the secondary while the primary is unhealthy and the secondary healthy, and back once the
+primary is healthy again; the worst-case outage is interval x threshold + timeout (plus the route
+change).
 
 Probes run in threads that enter the gateway's network namespace (setns is per thread), so the
 same code serves namespaces and containers.
@@ -78,7 +79,7 @@ class HealthChecker:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         sock.bind((str(self.hc.local_ip), 0))
         fails = oks = 0
-        went_down = 0.0
+        recover = max(self.hc.threshold, HOLD_DOWN_PROBES)
         seq = 0
         interval = self.hc.interval_ms / 1000
         next_at = time.monotonic()
@@ -91,9 +92,7 @@ class HealthChecker:
                 fails, oks = (0, oks + 1) if ok else (fails + 1, 0)
                 if self.healthy and fails >= self.hc.threshold:
                     self._change(False, now)
-                    went_down = now
-                elif not self.healthy and oks >= self.hc.threshold \
-                        and now - went_down >= HOLD_DOWN_PROBES * interval:
+                elif not self.healthy and oks >= recover:
                     self._change(True, now)
                 next_at += interval
                 self._stop.wait(max(0.0, next_at - time.monotonic()))

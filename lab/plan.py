@@ -243,7 +243,10 @@ def _connection(
         remote_id=remote_id,
         ike_proposal=proposal(ike.encryption, ike.integrity, ike.dh_group, ike=True),
         esp_proposal=proposal(ipsec.encryption, ipsec.integrity, pfs),
-        ike_rekey_time=ike_life * 9 // 10,
+        # IKEv1 has no IKE_SA rekey, only reauthentication: when both ends reauthenticate at
+        # the same lifetime strongSwan keeps both new IKE_SAs and they double every round, so the
+        # customer side leaves it to the cloud side (rekey_time 0: no reauthentication of its own)
+        ike_rekey_time=0 if side == "customer" and ike.version == "v1" else ike_life * 9 // 10,
         ike_over_time=ike_life - ike_life * 9 // 10,
         child_life_time=child_life,
         child_rekey_time=child_life * 9 // 10,

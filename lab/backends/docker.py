@@ -64,7 +64,7 @@ from lab import image as labimage
 from lab.backends import AGENT, Backend, Progress
 from lab.backends.netns import _stop, _sysctls, configure_node
 from lab.errors import LabError
-from lab.plan import WAN, LabPlan, Node
+from lab.plan import LAN, WAN, LabPlan, Node
 from lab.state import LabState, NodeState, lab_dir
 
 CHARON = "/usr/sbin/charon-systemd"
@@ -111,6 +111,8 @@ class Segment:
 def _gateway_field(node: str) -> str:
     if node == "vpngw":
         return "vpn_gateway.public_ip"
+    if node == "vpngw2":
+        return "vpn_gateway.secondary_public_ip"
     return f"tunnels[{int(node[3:]) - 1}].customer_gateway.public_ip"
 
 
@@ -169,8 +171,12 @@ def segments(plan: LabPlan, idc_from_spec: dict[str, bool] | None = None) -> lis
             seg.members[m] = (WAN, public[m])
         seg.members[inet] = (port_of[members[0]], inet_addr)
         out.append(seg)
+    switched: dict[str, list] = {}
     for ln in plan.links:
         if ln.b_node == inet:
+            continue
+        if nodes[ln.b_node].role == "switch":  # a Docker network is itself the switch
+            switched.setdefault(ln.b_node, []).append(ln)
             continue
         gw, host = nodes[ln.a_node], nodes[ln.b_node]
         first = gw.iface(ln.a_iface).addresses[0]
@@ -184,8 +190,32 @@ def segments(plan: LabPlan, idc_from_spec: dict[str, bool] | None = None) -> lis
         seg.members[gw.name] = (ln.a_iface, first.ip)
         seg.members[host.name] = (ln.b_iface, host_addrs[0] if host_addrs else free[1])
         out.append(seg)
+    for switch, lns in switched.items():
+        out.append(_switched_segment(nodes, switch, lns, idc_from_spec))
     _check_internal_overlaps(out)
     return out
+
+
+def _switched_segment(nodes: dict[str, Node], switch: str, lns: list,
+                      idc_from_spec: dict[str, bool]) -> Segment:
+    """Several gateways and one host on one LAN (primary/secondary): one Docker network."""
+    members = [nodes[ln.a_node] for ln in lns]
+    gws = [m for m in members if m.role in GATEWAY_ROLES]
+    host = next(m for m in members if m.role not in GATEWAY_ROLES)
+    subnet = gws[0].iface(LAN).addresses[0].network
+    addrs = {m.name: [a.ip for a in m.iface(next(ln.a_iface for ln in lns if ln.a_node == m.name))
+                      .addresses if a.ip in subnet] for m in members}
+    used = {ip for ips in addrs.values() for ip in ips}
+    fld = _lan_field(host.name, idc_from_spec)
+    seg = Segment(f"lan-{switch}", subnet, _free(subnet, used, 1, fld)[0], [fld])
+    for ln in lns:
+        seg.members[ln.a_node] = (ln.a_iface, addrs[ln.a_node][0])
+    return seg
+
+
+def containers(plan: LabPlan) -> list[Node]:
+    """Nodes that are containers (a plan's switches are Docker networks, not containers)."""
+    return [n for n in plan.nodes if n.role != "switch"]
 
 
 def _check_internal_overlaps(segs: list[Segment]) -> None:
@@ -244,18 +274,21 @@ class DockerBackend(Backend):
         if self.leftovers(plan.name):
             raise LabError(f"containers or networks of lab {plan.name} already exist: run "
                            f"`ipsec-lab down --name {plan.name}` first")
-        for node in plan.nodes:
+        for node in containers(plan):
             state.nodes[node.name] = NodeState(node.role, container_name(plan.name, node.name))
+        for node in plan.nodes:
+            if node.role == "switch":
+                state.nodes[node.name] = NodeState(node.role, f"{PREFIX}{plan.name}-lan-{node.name}")
         state.save()  # before creating: `down` finds everything by label anyway
         for seg in segs:
             self._create_network(plan.name, seg)
         progress(f"{len(segs)} networks created (no masquerading, no host address)")
-        with ThreadPoolExecutor(max_workers=len(plan.nodes)) as pool:
-            running = list(pool.map(lambda n: self._create_container(plan, n, segs, tag),
-                                    plan.nodes))
-        progress(f"{len(plan.nodes)} containers started from {tag}")
+        nodes = containers(plan)
+        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+            running = list(pool.map(lambda n: self._create_container(plan, n, segs, tag), nodes))
+        progress(f"{len(nodes)} containers started from {tag}")
         configure(plan, segs, {r.name: r for r in running})
-        for node in plan.nodes:
+        for node in containers(plan):
             state.nodes[node.name].addresses = {
                 i.name: [str(a) for a in i.addresses] for i in node.interfaces if i.addresses
             }
@@ -503,7 +536,7 @@ def _host_pids_in(inodes: set[int], exclude: set[int]) -> list[int]:
 # -- applying the plan inside the containers ---------------------------------------------------------
 def configure(plan: LabPlan, segs: list[Segment], running: dict[str, _Running]) -> None:
     """(b): from the host, in each container's namespace: names, addresses, routes, bridge."""
-    for node in plan.nodes:
+    for node in containers(plan):
         run = running[container_name(plan.name, node.name)]
         wanted = {}
         for seg in segs:
@@ -574,7 +607,7 @@ def adopt_compose(name: str, spec_path: str | Path, progress: Progress = lambda 
     client = backend.client
     found = {c.labels.get(COMPOSE_SERVICE): c for c in client.containers.list(
         all=True, filters={"label": f"{COMPOSE_PROJECT}={name}"})}
-    missing = [n.name for n in plan.nodes if n.name not in found]
+    missing = [n.name for n in containers(plan) if n.name not in found]
     if missing:
         raise LabError(f"compose project {name!r} has no service(s) {', '.join(missing)} "
                        "(run `docker-compose -p NAME up -d` with compose/docker-compose.yml)")
@@ -584,7 +617,7 @@ def adopt_compose(name: str, spec_path: str | Path, progress: Progress = lambda 
     idc = {f"idc{i}": bool(t.customer_gateway.idc_cidrs) for i, t in enumerate(spec.tunnels, 1)}
     segs = segments(plan, idc)
     running = {}
-    for node in plan.nodes:
+    for node in containers(plan):
         c = found[node.name]
         if c.name != container_name(name, node.name) or c.labels.get(LABEL) != name:
             raise LabError(f"compose service {node.name}: container {c.name} must be named "
@@ -604,17 +637,17 @@ def adopt_compose(name: str, spec_path: str | Path, progress: Progress = lambda 
     state = labstate.create(name, "docker", yaml.safe_dump(dump_spec(spec), sort_keys=False))
     state.backend_reason = f"adopted from docker-compose project {name}"
     state.dataplane, state.dataplane_reason = dataplane.name, dataplane.reason
-    for node in plan.nodes:
+    for node in containers(plan):
         state.nodes[node.name] = NodeState(node.role, container_name(name, node.name))
     state.save()
     lab = Lab(state, plan, spec, backend)
     try:
         configure(plan, segs, running)
-        for node in plan.nodes:
+        for node in containers(plan):
             state.nodes[node.name].addresses = {
                 i.name: [str(a) for a in i.addresses] for i in node.interfaces if i.addresses}
         state.save()
-        progress(f"adopted {len(plan.nodes)} compose containers; interfaces and bridge set")
+        progress(f"adopted {len(containers(plan))} compose containers; interfaces and bridge set")
         start_daemons(lab, progress)
         establish(lab, progress)
         state.phase = "up"
@@ -633,7 +666,7 @@ def compose_model(plan: LabPlan) -> dict[str, Any]:
         "networks": {s.key: {"subnet": str(s.subnet), "gateway": str(s.gateway)} for s in segs},
         "services": {
             n.name: {s.key: str(s.members[n.name][1]) for s in segs if n.name in s.members}
-            for n in plan.nodes
+            for n in containers(plan)
         },
     }
 

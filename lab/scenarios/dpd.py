@@ -126,3 +126,86 @@ def _action_verdict(lab: Lab, result: ScenarioResult, action: str, node: str) ->
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
+
+
+def run_dpd_off(base: str | Path | None = None, *, backend: str = "netns", version: str = "v2",
+                timeout: int = 30, time_scale: float = 1.0, name: str | None = None) -> ScenarioResult:
+    """DPD disabled: the same cut, held for twice the timeout DPD would have used.
+
+    Pass: neither gateway declares the peer dead (no ike-updown down event) and both still list
+    the same IKE_SA established when the cut ends, although nothing got through during it; once
+    the path is back, traffic resumes on those very SAs without any negotiation.
+    """
+    spec = variant(base, ike={"version": version, "exchange_mode": "main"},
+                   dpd={"enabled": False, "timeout": timeout}, negotiation_type="active")
+    name = name or lab_name("dpd")
+    with running_lab(spec, name, backend, time_scale) as lab:
+        hold = 2 * max(2, round(timeout * time_scale))  # the plan's scaling of the DPD timeout
+        result = ScenarioResult("dpd", f"IKE{version} DPD off (cut held {hold} s = 2 x the "
+                                f"{timeout} s timeout{' scaled' if time_scale != 1 else ''})",
+                                lab.state.backend, lab.state.dataplane, time_scale)
+        _experiment_off(lab, result, hold)
+    return result
+
+
+def _established(lab: Lab) -> dict[str, list[str]]:
+    ids = {}
+    for gw in lab.plan.gateways:
+        with lab.vici(gw.node) as v:
+            ids[gw.side] = sorted(f"{sa['uniqueid']}:{sa.get('state')}" for sa in v.sas())
+    return ids
+
+
+def _experiment_off(lab: Lab, result: ScenarioResult, hold: int) -> None:
+    cloud, customer = lab.plan.gateways[0], lab.plan.gateways[1]
+    stream = Stream(lab)
+    wire = WireWatch(lab, [stream.prefix])
+    try:
+        with EventRecorder(lab) as rec:
+            before = _established(lab)
+            stream.start()
+            time.sleep(STEADY)  # an experiment's own pacing, not a wait for a condition
+            t_cut = time.time()
+            impair.cut(lab, cloud.public_ip, customer.public_ip)
+            result.mark(t_cut, "cut")
+            # the experiment: hold the cut for twice the timeout and record what the daemons do
+            dead = rec.wait_for(lambda e: e.kind == "ike-updown" and e.up is False and e.time >= t_cut,
+                                timeout=hold)
+            during = _established(lab)
+            t_restore = time.time()
+            impair.restore(lab)
+            result.mark(t_restore, "restore")
+            time.sleep(POST + 1.0)  # let the stream show whether traffic resumes
+            flow = stream.stop()
+            down_events = rec.matching(lambda e: e.kind in ("ike-updown", "child-updown")
+                                       and e.up is False and e.time >= t_cut)
+            after = _established(lab)
+            rec_events = rec.matching(lambda e: True)
+    except BaseException:
+        stream.kill()
+        wire.kill()
+        raise
+    result.metrics["cut_held_s"] = round(t_restore - t_cut, 2)
+    result.verdict(f"nobody declared the peer dead within the {hold} s cut", dead is None and not down_events,
+                   "no ike-updown/child-updown down event" if dead is None and not down_events else
+                   "; ".join(f"{e.node} {e.kind} down after {e.time - t_cut:.1f} s" for e in down_events))
+    result.verdict("both gateways kept the same IKE_SA established through the cut",
+                   before == during == after and all(before.values())
+                   and all(s.endswith(":ESTABLISHED") for ids in before.values() for s in ids),
+                   f"before {before}, at the end of the cut {during}, after {after}")
+    wire.finish(result)
+    result.attach_stream(flow)
+    result.attach_events(rec_events, flow.started)
+    udp = flow.directions[0]
+    lost_in_cut = sum(d.lost_between(t_cut + 1.0, t_restore - 0.5) for d in flow.directions)
+    sent_in_cut = sum(1 for d in flow.directions for ts in d.sent.values()
+                      if t_cut + 1.0 <= ts < t_restore - 0.5)
+    result.verdict("the cut really stopped the traffic", sent_in_cut > 0 and lost_in_cut == sent_in_cut,
+                   f"{lost_in_cut} of {sent_in_cut} packets sent during the cut lost")
+    last, first = udp.outage_around(t_cut)
+    if last and first:
+        result.metrics["outage_s"] = _r(first - last)
+    result.verdict("traffic resumes on the same SAs once the path is back",
+                   first is not None and first > t_restore,
+                   f"first packet delivered {first - t_restore:.2f} s after restore" if first
+                   else "no packet delivered after the cut")

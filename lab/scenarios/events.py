@@ -9,7 +9,7 @@ from typing import Any
 
 from lab.lifecycle import Lab
 
-KINDS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"]
+KINDS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"]  # "log": the daemon's log lines
 
 
 @dataclass
@@ -54,6 +54,11 @@ class EventRecorder:
                 if got is None:
                     continue
                 kind, msg = got
+                if kind == "log":  # one flat message: group, level, msg, ikesa-name...
+                    with self._lock:
+                        self.events.append(Event(time.time(), node, kind, None,
+                                                 str(msg.get("ikesa-name", "")), msg))
+                    continue
                 up = msg.pop("up", None) == "yes" if kind.endswith("updown") else None
                 for ike_name, ike in msg.items():
                     if not isinstance(ike, dict):

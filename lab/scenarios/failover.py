@@ -95,7 +95,7 @@ def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) 
     limit = bound(lab, primary)
     hc = lab.spec.tunnel(primary).health_check
     interval = hc.interval_ms / 1000
-    settle = limit + (HOLD_DOWN_PROBES + hc.threshold + 2) * interval  # enough for a failback
+    settle = limit + (max(HOLD_DOWN_PROBES, hc.threshold) + 2) * interval  # enough for a failback
     result.metrics["bound_s"] = limit
     stream = Stream(lab)
     wire = WireWatch(lab, [stream.prefix])
@@ -179,8 +179,9 @@ def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) 
     failback = next((t for t, active in failover.switches if active == primary and t >= t_restore),
                     None)
     result.verdict("traffic moved back to the primary after it recovered (damped)", back,
-                   f"{failback - t_restore:.2f} s after the restore (hold-down {HOLD_DOWN_PROBES} "
-                   f"probes, then {hc.threshold} good probes)" if failback else "no failback")
+                   f"{failback - t_restore:.2f} s after the restore (after "
+                   f"{max(hc.threshold, HOLD_DOWN_PROBES)} good probes in a row)" if failback
+                   else "no failback")
     if failback:
         result.metrics["failback_s"] = round(failback - t_restore, 2)
     in_both = sum(1 for d in flow.directions for ts in d.arrived.values()
@@ -189,7 +190,7 @@ def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) 
                    f"{in_both} packets delivered while both paths were cut")
     flaps = [s for s in failover.switches[switches_before:] if t_flap <= s[0] <= t_flap_end + settle * 2]
     result.verdict("a flapping primary does not flap the traffic", len(flaps) <= 2,
-                   f"{len(flaps)} route switches during {FLAPS} flaps (damping: hold-down "
-                   f"{HOLD_DOWN_PROBES} probes + {hc.threshold} good probes)")
+                   f"{len(flaps)} route switches during {FLAPS} flaps (damping: back only after "
+                   f"{max(hc.threshold, HOLD_DOWN_PROBES)} good probes in a row)")
     result.metrics["switches"] = len(failover.switches)
     result.attach_stream(flow)

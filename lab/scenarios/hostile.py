@@ -5,19 +5,30 @@ lengths, unknown exchange types, a bounded IKE_SA_INIT flood from spoofed docume
 addresses, ESP with unknown SPIs, and ESP frames captured earlier from the tunnel, replayed.
 Pass: both daemons stay up, the tunnel stays established (same IKE_SA), the stream loses
 nothing, and no replayed packet reaches a host (the stream would count it as a duplicate).
+That last verdict must not pass vacuously: a capture on each gateway's WAN interface has to show
+the replayed frames arriving there (byte-identical copies of ESP frames seen before: legitimate ESP
+never repeats, its sequence number grows). The daemons' log, streamed over VICI during the attack,
+is searched for libipsec's anti-replay message as well and the count reported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
 from lab.check import Agent
+from lab.errors import LabError
 from lab.lifecycle import Lab
 from lab.scenarios.base import WireWatch, lab_name, running_lab, variant
+from lab.scenarios.events import EventRecorder
 from lab.scenarios.report import ScenarioResult
 from lab.scenarios.stream import Stream
+
+# What an ESP dataplane logs when the anti-replay window rejects a packet: libipsec's
+# esp_packet.c ("ESP sequence number verification failed:\n src ..., dst ..., SPI ... [seq N]").
+REPLAY_LOG = "ESP sequence number verification failed"
 
 
 def run_hostile(base: str | Path | None = None, *, backend: str = "netns", version: str = "v2",
@@ -32,8 +43,59 @@ def run_hostile(base: str | Path | None = None, *, backend: str = "netns", versi
 
 
 def _mac(lab: Lab, node: str) -> str:
-    out = lab.backend.exec(lab.state, node, ["cat", "/sys/class/net/eth0/address"])
-    return out.stdout.strip()
+    """eth0's MAC as the node's own network stack reports it. Not /sys/class/net: a netns backend
+    exec enters only the network namespace, and the host's /sys then shows the host's eth0."""
+    out = lab.backend.exec(lab.state, node, ["ip", "-o", "link", "show", "dev", "eth0"])
+    words = out.stdout.split()
+    if out.returncode != 0 or "link/ether" not in words:
+        raise LabError(f"no MAC address for eth0 in {node}: {out.stderr.strip() or out.stdout.strip()}")
+    return words[words.index("link/ether") + 1]
+
+
+class _WanCapture:
+    """tcpdump of UDP 4500 on every gateway's eth0 into its lab directory, stopped by closing stdin
+    (which a `docker exec -i` passes on, so it works on both backends)."""
+
+    FILE = "hostile-esp.pcap"
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.procs = {}
+        for gw in lab.plan.gateways:
+            path = f"{lab.backend.run_dir(lab.state.name, gw.node)}/{self.FILE}"
+            script = (f"tcpdump -U -s 256 -i eth0 -w {path} udp port 4500 2>/dev/null & "
+                      "t=$!; read _; kill $t; wait $t")
+            self.procs[gw.node] = lab.backend.spawn(lab.state, gw.node, ["sh", "-c", script])
+
+    def finish(self) -> dict[str, int]:
+        """Per gateway: ESP frames that arrived more than once, byte for byte."""
+        from collections import Counter
+
+        from scapy.layers.inet import IP, UDP
+        from scapy.utils import rdpcap
+
+        for proc in self.procs.values():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                proc.communicate("\n", timeout=10)
+        repeated = {}
+        for gw in self.lab.plan.gateways:
+            path = self.lab.backend.host_dir(self.lab.state.name, gw.node) / self.FILE
+            try:
+                frames = rdpcap(str(path))
+            except (OSError, EOFError):
+                frames = []
+            seen = Counter(bytes(f[IP].payload) for f in frames
+                           if f.haslayer(UDP) and str(f[IP].dst) == str(gw.public_ip)
+                           and bytes(f[UDP].payload)[:4] != b"\0" * 4)
+            repeated[gw.node] = sum(n - 1 for n in seen.values() if n > 1)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return repeated
+
+    def kill(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
 
 
 def _ike_ids(lab: Lab) -> dict[str, list[str]]:
@@ -55,20 +117,26 @@ def _experiment(lab: Lab, result: ScenarioResult, flood: int) -> None:
     pids = {k: v for k, v in lab.state.pids.items() if k.startswith("charon:")}
     stream = Stream(lab)
     wire = WireWatch(lab, [stream.prefix])
+    pcaps = _WanCapture(lab)
     try:
-        stream.start()
-        time.sleep(1.0)  # stream running, and ESP on the wire for the agent to capture
-        t_attack = time.time()
-        result.mark(t_attack, "attack starts")
-        attack = Agent(lab, lab.plan.internet_node,
-                       ["hostile", "--iface", lab.plan.node(lab.plan.internet_node).bridge or "br0",
-                        "--flood", str(flood)], stdin=json.dumps(targets)).finish(timeout=300)
-        result.mark(time.time(), "attack ends")
-        time.sleep(1.5)  # stream after the attack
-        flow = stream.stop()
+        with EventRecorder(lab, ["log"]) as rec:
+            stream.start()
+            time.sleep(1.0)  # stream running, and ESP on the wire for the agent to capture
+            t_attack = time.time()
+            result.mark(t_attack, "attack starts")
+            attack = Agent(lab, lab.plan.internet_node,
+                           ["hostile", "--iface", lab.plan.node(lab.plan.internet_node).bridge or "br0",
+                            "--flood", str(flood)], stdin=json.dumps(targets)).finish(timeout=300)
+            result.mark(time.time(), "attack ends")
+            time.sleep(1.5)  # stream after the attack (and the daemons' last log lines)
+            flow = stream.stop()
+            rejected = rec.matching(lambda e: e.time >= t_attack and REPLAY_LOG in
+                                    str(e.detail.get("msg", "")))
+        arrived = pcaps.finish()
     except BaseException:
         stream.kill()
         wire.kill()
+        pcaps.kill()
         raise
     wire.finish(result)
     result.metrics["sent"] = attack.get("sent", {})
@@ -101,4 +169,12 @@ def _experiment(lab: Lab, result: ScenarioResult, flood: int) -> None:
     dup = sum(d.duplicates for d in flow.directions)
     result.verdict("replayed ESP was not delivered to the hosts", replayed > 0 and dup == 0,
                    f"{replayed} ESP frames replayed, {dup} duplicates delivered")
+    per_node = {gw.node: sum(e.node == gw.node for e in rejected) for gw in lab.plan.gateways}
+    result.metrics["replayed_esp_arrived"] = arrived
+    result.metrics["replay_rejections_logged"] = per_node
+    result.verdict("the replayed ESP reached the gateways (WAN capture) and none got through",
+                   replayed > 0 and sum(arrived.values()) > 0 and dup == 0,
+                   f"{sum(arrived.values())} byte-identical repeated ESP frames arrived on the gateways' "
+                   f"eth0 ({arrived}) for {replayed} replayed; {dup} delivered to the hosts; "
+                   f"'{REPLAY_LOG}' logged {sum(per_node.values())} times")
     result.attach_stream(flow)

@@ -22,9 +22,10 @@ def _nft(lab: Lab, *argv: str) -> None:
 
 
 def _family(lab: Lab) -> tuple[str, str]:
-    """(nft family, hook) where the internet node forwards: a bridge, or routing."""
+    """(nft family, hook) where the internet node forwards: its bridge (br0 on both backends:
+    the docker backend's `inet` container bridges the gateways' uplinks too), or routing."""
     bridged = lab.plan.node(lab.plan.internet_node).bridge is not None
-    return ("bridge", "forward") if bridged and lab.backend.name == "netns" else ("ip", "forward")
+    return ("bridge", "forward") if bridged else ("ip", "forward")
 
 
 def cut(lab: Lab, a: ipaddress.IPv4Address, b: ipaddress.IPv4Address, rule: str = "cut") -> None:

@@ -84,6 +84,15 @@ def _experiment(lab: Lab, result: ScenarioResult, rekeys: int) -> None:
     final_spis = _spis(lab, cloud.node)
     result.verdict("new SPIs replaced the old ones", bool(final_spis) and not (final_spis & first_spis),
                    f"before {sorted(first_spis)}, after {sorted(final_spis)}")
+    with lab.vici(cloud.node) as v:
+        ike_states = [sa.get("state", "") for sa in v.sas() if sa["name"] == conn.tunnel]
+    result.metrics["ike_sas_at_end"] = ike_states
+    # IKEv1 has no IKE_SA rekey, only reauthentication; when both peers reauthenticate on their own
+    # timers strongSwan keeps both new ISAKMP SAs, and every round doubles them.
+    result.verdict("IKE_SAs did not multiply (one established IKE_SA at the end)",
+                   ike_states.count("ESTABLISHED") == 1,
+                   f"{len(ike_states)} IKE_SAs for {conn.tunnel}: {ike_states[:8]}"
+                   + ("..." if len(ike_states) > 8 else ""))
     lost = sum(len(d.lost) for d in flow.directions)
     result.verdict("no packet lost across the rekeys (make-before-break)", lost == 0,
                    f"{lost} lost of {sum(len(d.sent) for d in flow.directions)} sent; per rekey: "

@@ -1,0 +1,165 @@
+"""Scenario experiments on real daemons, on each backend: assertions on measured behaviour.
+
+Timeouts and lifetimes run at a small time scale so the suite stays short; nothing here asserts a
+wall-clock threshold: the DPD tests check who declared the peer dead and what the action did, the
+rekey tests that SPIs changed and nothing was lost or duplicated, and so on.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lab.scenarios.report import ScenarioResult, to_html, to_json, to_junit
+
+pytestmark = pytest.mark.integration
+
+DPD_SCALE = 0.2  # DPD 30 s -> 6 s
+REKEY_SCALE = 0.1  # IKE 60 s -> 6 s, CHILD_SA 180 s -> 18 s
+# IPsec 2560 KB -> 256 KB: a rekey every ~30 s of the stream. Not smaller: the scale also shortens
+# the DPD timeout the IKEv2 retransmit schedule derives from (0.05 -> ~1 s in all, too short to
+# establish reliably on a loaded machine).
+VOLUME_SCALE = 0.1
+
+
+def verdicts(result: ScenarioResult) -> dict[str, tuple[bool, str]]:
+    return {v.name: (v.ok, v.detail) for v in result.verdicts}
+
+
+def assert_passed(result: ScenarioResult, *names: str) -> None:
+    got = verdicts(result)
+    failed = {n: d for n, (ok, d) in got.items() if not ok}
+    assert not failed, f"{result.variant} on {result.backend}: {failed}"
+    for name in names:
+        assert name in got, f"verdict {name!r} missing: {sorted(got)}"
+
+
+def test_dpd_ikev2_retry(backend: str) -> None:
+    from lab.scenarios.dpd import run_dpd
+
+    r = run_dpd(backend=backend, version="v2", action="retry", timeout=30, time_scale=DPD_SCALE)
+    assert_passed(r, "cloud gateway declared the peer dead", "customer gateway declared the peer dead",
+                  "retry: the cloud gateway re-initiates after declaring the peer dead",
+                  "retry re-established the tunnel by itself after the path came back",
+                  "traffic flows again after recovery", "no payload marker in clear on the wire")
+    assert r.metrics["detection_cloud_s"] is not None and r.metrics["detection_customer_s"] is not None
+    assert r.time_scale == DPD_SCALE and r.metrics["configured_timeout_s"] == 6
+    # the stream saw the outage and then the recovered tunnel
+    udp = r.stream[0]
+    assert 0 < udp["delivered"] < udp["sent"] and udp["duplicated"] == 0
+
+
+def test_dpd_ikev1_disconnect(backend: str) -> None:
+    from lab.scenarios.dpd import run_dpd
+
+    r = run_dpd(backend=backend, version="v1", action="disconnect", timeout=30, time_scale=DPD_SCALE)
+    assert_passed(r, "cloud gateway declared the peer dead", "customer gateway declared the peer dead",
+                  "disconnect: the cloud gateway cleared the SAs",
+                  "disconnect leaves the tunnel down after the path came back",
+                  "traffic flows again after recovery", "no payload marker in clear on the wire")
+
+
+def test_dpd_off(backend: str) -> None:
+    from lab.scenarios.dpd import run_dpd_off
+
+    r = run_dpd_off(backend=backend, version="v2", timeout=30, time_scale=DPD_SCALE)
+    assert_passed(r, "nobody declared the peer dead within the 12 s cut",
+                  "both gateways kept the same IKE_SA established through the cut",
+                  "the cut really stopped the traffic",
+                  "traffic resumes on the same SAs once the path is back")
+    assert not [e for e in r.events if e["kind"] == "ike-updown" and e["up"] is False]
+
+
+@pytest.mark.parametrize("kind", ["active", "passive", "traffic-triggered"])
+def test_negotiation(backend: str, kind: str) -> None:
+    from lab.scenarios.negotiation import run_negotiation
+
+    r = run_negotiation(backend=backend, negotiation_type=kind)
+    sender = "the customer gateway sent the first IKE packet" if kind == "passive" else \
+        "the cloud gateway sent the first IKE packet"
+    names = [sender, "ipsec-lab check passes (control, data, wire)"]
+    if kind == "traffic-triggered":
+        names += ["nothing negotiated before VPC traffic", "VPC traffic brought the tunnel up",
+                  "no IKE packet before the VPC traffic"]
+    assert_passed(r, *names)
+
+
+@pytest.mark.parametrize(("version", "trigger"), [
+    ("v2", "time"),
+    ("v1", "time"),  # the customer side leaves IKEv1 reauthentication to the cloud (lab.plan)
+    ("v2", "volume"),
+])
+def test_rekey(backend: str, version: str, trigger: str) -> None:
+    from lab.scenarios.rekey import run_rekey
+
+    scale = VOLUME_SCALE if trigger == "volume" else REKEY_SCALE
+    r = run_rekey(backend=backend, version=version, trigger=trigger, time_scale=scale, rekeys=2)
+    got = verdicts(r)
+    for name in ("at least 2 CHILD_SA rekeys happened", "new SPIs replaced the old ones",
+                 "IKE_SAs did not multiply (one established IKE_SA at the end)",
+                 "no duplicated packets", "no payload marker in clear on the wire"):
+        assert got[name][0], f"{name}: {got[name][1]} ({r.variant} on {r.backend})"
+    children = [row for row in r.metrics["rekeys"] if row["kind"] == "child-rekey"]
+    assert len(children) >= 2 and all(row["old"] != row["new"] for row in children)
+    assert all(s["duplicated"] == 0 for s in r.stream)
+    if version == "v2":  # IKEv2 makes before it breaks: nothing may be lost
+        assert_passed(r, "no packet lost across the rekeys (make-before-break)")
+        assert all(s["lost"] == 0 for s in r.stream)
+    # IKEv1 quick mode has no make-before-break: the initiator sends on its new outbound SA
+    # before the responder installed it (after QM3), and about every second run loses one
+    # packet at one rekey here. The scenario reports that as a failed verdict; this test does
+    # not hide it, it only does not fail CI on a protocol property (see the issue note).
+
+
+def test_hostile(backend: str) -> None:
+    from lab.scenarios.hostile import run_hostile
+
+    r = run_hostile(backend=backend, flood=50)
+    assert_passed(r, "both daemons stayed up and answer VICI", "the tunnel stayed established (same IKE_SA)",
+                  "the stream lost nothing", "replayed ESP was not delivered to the hosts",
+                  "the replayed ESP reached the gateways (WAN capture) and none got through")
+    assert sum(r.metrics["replayed_esp_arrived"].values()) > 0
+    # reports render from a real result
+    assert json.loads(to_json([r]))["ok"] is True
+    assert "<svg" in to_html([r]) and "failures=\"0\"" in to_junit([r])
+
+
+def test_failover(backend: str) -> None:
+    from lab.scenarios.failover import run_failover
+
+    r = run_failover(backend=backend, interval_ms=1000, threshold=3, timeout_ms=500)
+    # the outage-against-bound verdict is a timing comparison: reported, not asserted here
+    got = verdicts(r)
+    for name in ("the health check declared the primary unhealthy", "traffic moved to the secondary",
+                 "traffic moved back to the primary after it recovered (damped)",
+                 "both tunnels down: traffic stops", "a flapping primary does not flap the traffic",
+                 "no payload marker in clear on the wire"):
+        assert got[name][0], f"{name}: {got[name][1]} ({r.backend})"
+    assert r.metrics["switches"] >= 4  # over, back, (both down: none), flaps: over and back
+
+
+# -- the command line: argument errors need no lab ------------------------------------------------
+@pytest.mark.parametrize(("args", "message"), [
+    (["dpd", "--timeout", "20"], "--timeout: the cloud's DPD timeout is 30-60 s (got 20)"),
+    (["dpd", "--action", "trap"], "--action: must be one of"),
+    (["hostile", "--flood", "5000"], "--flood: must be 0-1000"),
+    (["rekey", "--time-scale", "2"], "--time-scale: must be > 0 and <= 1"),
+    (["negotiation", "--type", "sometimes"], "--type: must be one of"),
+])
+def test_cli_rejects_bad_options(args: list[str], message: str) -> None:
+    from lab.cli import app
+    from lab.errors import LabError
+
+    result = CliRunner().invoke(app, ["scenario", *args])
+    assert isinstance(result.exception, LabError) and message in str(result.exception)
+
+
+def test_cli_failover_checks_the_health_check_ranges() -> None:
+    from lab.cli import app
+    from lab.errors import LabError
+
+    result = CliRunner().invoke(app, ["scenario", "failover", "--threshold", "9"])
+    assert isinstance(result.exception, LabError)
+    assert "--threshold: the cloud's health check takes 3-8 (got 9)" in str(result.exception)
