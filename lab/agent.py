@@ -56,6 +56,15 @@ class _KernelRouted:
         self._sock.close()
 
 
+def _wire_kind(pkt, UDP) -> str:
+    """udp/500/ike, udp/4500/ike (non-ESP marker), udp/4500/esp, or other."""
+    if pkt.haslayer(UDP) and {pkt[UDP].sport, pkt[UDP].dport} & {500, 4500}:
+        port = 500 if 500 in (pkt[UDP].sport, pkt[UDP].dport) else 4500
+        kind = "ike" if port == 500 or bytes(pkt[UDP].payload)[:4] == b"\0\0\0\0" else "esp"
+        return f"udp/{port}/{kind}"
+    return "other"
+
+
 def _emit(obj: object) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -154,14 +163,9 @@ def capture(args: argparse.Namespace) -> None:
         if not pkt.haslayer(IP):
             return
         ip = pkt[IP]
-        if pkt.haslayer(UDP) and {pkt[UDP].sport, pkt[UDP].dport} & {500, 4500}:
-            port = 500 if 500 in (pkt[UDP].sport, pkt[UDP].dport) else 4500
-            kind = "ike" if port == 500 or bytes(pkt[UDP].payload)[:4] == b"\0\0\0\0" else "esp"
-            key = f"udp/{port}/{kind}"
-        else:
-            key = "other"
-            if len(other) < 50:
-                other.append(pkt.summary())
+        key = _wire_kind(pkt, UDP)
+        if key == "other" and len(other) < 50:
+            other.append(pkt.summary())
         counts[key] = counts.get(key, 0) + 1
         first.setdefault(f"{key} {ip.src}>{ip.dst}", pkt.time)
         if prefix in bytes(pkt):
@@ -196,14 +200,9 @@ def serve(args: argparse.Namespace) -> None:
     def on_segment(pkt) -> None:
         if not seg["armed"] or not pkt.haslayer(IP):
             return
-        if pkt.haslayer(UDP) and {pkt[UDP].sport, pkt[UDP].dport} & {500, 4500}:
-            port = 500 if 500 in (pkt[UDP].sport, pkt[UDP].dport) else 4500
-            kind = "ike" if port == 500 or bytes(pkt[UDP].payload)[:4] == b"\0\0\0\0" else "esp"
-            key = f"udp/{port}/{kind}"
-        else:
-            key = "other"
-            if len(seg["other"]) < 20:
-                seg["other"].append(pkt.summary())
+        key = _wire_kind(pkt, UDP)
+        if key == "other" and len(seg["other"]) < 20:
+            seg["other"].append(pkt.summary())
         leaked = seg["prefix"] and seg["prefix"] in bytes(pkt)
         with lock:
             seg["counts"][key] = seg["counts"].get(key, 0) + 1

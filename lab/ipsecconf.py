@@ -143,16 +143,6 @@ def proposals(value: str | None, default: str) -> tuple[list[str], str | None]:
     return (items if strict else [*items, "default"]), value.strip()
 
 
-def _strip_comment(line: str) -> str:
-    quoted = False
-    for i, ch in enumerate(line):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "#" and not quoted:
-            return line[:i]
-    return line
-
-
 def _unquote(value: str) -> str:
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
@@ -184,7 +174,7 @@ def parse_sections(text: str, source: str = "ipsec.conf", base: Path | None = No
     sections: list[Section] = []
     current: Section | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = _strip_comment(raw).rstrip()
+        line = swanctl.strip_comment(raw).rstrip()
         if not line.strip():
             continue
         if not line[0].isspace():
@@ -366,7 +356,7 @@ def parse_secrets(text: str, source: str = "ipsec.secrets", base: Path | None = 
     """ipsec.secrets entries (`ids : PSK secret`; indented lines continue the entry)."""
     entries: list[tuple[str, int]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = _strip_comment(raw).rstrip()
+        line = swanctl.strip_comment(raw).rstrip()
         if not line.strip():
             continue
         if line[0].isspace() and entries:

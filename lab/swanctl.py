@@ -34,7 +34,7 @@ def parse(text: str, source: str = "swanctl.conf", base: Path | None = None,
     root: dict[str, Any] = {}
     stack = [root]
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = _strip_comment(raw).strip()
+        line = strip_comment(raw).strip()
         if not line:
             continue
         if m := INCLUDE.match(line):
@@ -84,7 +84,8 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _strip_comment(line: str) -> str:
+def strip_comment(line: str) -> str:
+    """The line without its `#` comment (a `#` inside double quotes is kept)."""
     quoted = False
     for i, ch in enumerate(line):
         if ch == '"':

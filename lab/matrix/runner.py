@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from lab import lifecycle
-from lab.check import Agent, _algorithms, _dh_name, find_ike, installed_children
+from lab.check import Agent, _algorithms, _dh_name, find_ike, installed_children, rekey_children
 from lab.control import InitiateFailed, Vici
 from lab.dataplane import detect
 from lab.errors import LabError
@@ -64,7 +64,6 @@ class Wedged(LabError):
 class RunOptions:
     case_timeout: float = 10.0
     wire_every: int = 25  # wire check on the first case of each lab and on every Nth after it
-    rekey_pfs: bool = False  # IKEv2: rekey on wire-sampled cases to observe the PFS group
 
 
 @dataclass
@@ -228,6 +227,9 @@ class LabRig:
             lap("initiate")
             if failure is None:
                 problems, negotiated = self.verify(case, plan, responder, deadline)
+                if not problems and case.params.get("pfs", "disable") != "disable" \
+                        and plan.gateway(initiator).connections[0].version == 2:
+                    problems += self.verify_pfs(case, plan, initiator, negotiated)
                 lap("control")
                 if not problems:
                     problems += self.data_plane(case, plan, n, wire, deadline)
@@ -303,6 +305,29 @@ class LabRig:
                         k: child.get(k) for k in ("encr-alg", "encr-keysize", "integ-alg", "dh-group")}
             problems += [f"{side}: {w}" for w in wrong]
         return problems, negotiated
+
+    def verify_pfs(self, case: Case, plan: LabPlan, initiator: str,
+                   negotiated: dict[str, Any]) -> list[str]:
+        """IKEv2's first CHILD_SAs come from IKE_AUTH without DH: rekey each once and check the
+        group on both ends (the cost of a DH exchange per mapping, only on PFS cases)."""
+        conn = plan.gateway(initiator).connections[0]
+        children = [ch.name for ch in conn.children]
+        try:
+            rekey_children(self.lab, initiator, conn.name, children, timeout=5.0)
+        except LabError as exc:
+            return [f"PFS: {exc}"]
+        wanted = _dh_name(case.params["pfs"])
+        problems = []
+        for gw in plan.gateways:
+            got = installed_children(find_ike(self.sessions[gw.node].sas(), conn.name))
+            for name in children:
+                dh = got.get(name, {}).get("dh-group")
+                if dh != wanted:
+                    problems.append(f"{gw.side}: PFS {dh or 'none'} after a CHILD_SA rekey, "
+                                    f"expected {case.params['pfs']}")
+                elif gw.side == "cloud":
+                    negotiated.setdefault("esp", {}).setdefault(name, {})["dh-group"] = dh
+        return problems
 
     def data_plane(self, case: Case, plan: LabPlan, n: int, wire: bool, deadline: float) -> list[str]:
         """One ICMP echo per mapping, IDC host -> VPC host; on sampled cases the wire too."""
