@@ -22,6 +22,7 @@ from lab.errors import LabError
 from lab.negotiation import establish
 from lab.plan import DaemonTuning, LabPlan, build_plan, check_lab_name
 from lab.render import render_gateway, write_private
+from lab.routing import install_route_tables
 from lab.spec import LabSpec, dump_spec, load_spec
 from lab.state import LabState
 
@@ -125,8 +126,6 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
         wait_socket(directory / "charon.vici", deadline,
                     alive=lambda pid=pid: pid is None or _alive(pid))
     progress(f"{len(lab.plan.gateways)} strongSwan daemons answering on VICI")
-    from lab.routing import install_route_tables
-
     if routes := install_route_tables(lab):
         progress(f"{routes} route-table entries installed on the cloud gateway(s)")
 

@@ -16,10 +16,14 @@ machines this was built on lack, so that variant is not implemented.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyroute2 import IPRoute
 
 from lab.errors import LabError
-from lab.lifecycle import Lab
+
+if TYPE_CHECKING:
+    from lab.lifecycle import Lab
 
 
 def install_route_tables(lab: Lab) -> int:
