@@ -18,8 +18,9 @@ from lab.matrix import cases as mc
 from lab.matrix.commands import matrix, select_cases
 from lab.plan import build_plan, proposal
 from lab.rules import unsupported
-from lab.spec import SpecInvalid, parse_spec
+from lab.spec import parse_spec
 from tests.conftest import EXAMPLES
+from tests.test_spec import problems
 
 BASE = {
     "vpn_gateway": {"public_ip": "203.0.113.1", "vpc_cidr": "10.0.0.0/16"},
@@ -39,12 +40,6 @@ def spec(profile: str | None = None, **tunnel) -> dict:
         data["vpn_gateway"]["profile"] = profile
     data["tunnels"][0].update(tunnel)
     return data
-
-
-def problems(data: dict) -> list[str]:
-    with pytest.raises(SpecInvalid) as info:
-        parse_spec(data)
-    return info.value.problems
 
 
 # --- the profiles as data ----------------------------------------------------------------------
