@@ -5,7 +5,7 @@ NAME    ?= default
 BACKEND ?= auto
 LAB     := .venv/bin/ipsec-lab
 
-.PHONY: setup lab-up lab-down lab-status check test lint bench matrix
+.PHONY: setup setup-vm lab-up lab-down lab-status check test test-kernel lint bench bench-kernel matrix
 
 setup:
 	@scripts/setup --docker
@@ -30,11 +30,26 @@ test: setup
 	$(LAB) image build
 	.venv/bin/pytest -ra
 
+setup-vm:
+	@scripts/setup --vm
+	@$(LAB) vm kernel >/dev/null
+
+# The tests marked `kernel` on the kernel's XFRM dataplane: in a QEMU guest with the
+# distribution's stock kernel where this host's kernel has no ESP, directly where it has.
+KERNEL_TESTS = env IPSEC_LAB_EXPECT_DATAPLANE=kernel .venv/bin/pytest -ra -m kernel -p no:cacheprovider
+test-kernel: setup
+	@if $(LAB) vm needed; then $(MAKE) --no-print-directory setup-vm && \
+		$(LAB) vm run --timeout 3000 -- $(KERNEL_TESTS); else $(KERNEL_TESTS); fi
+
 lint: setup
 	.venv/bin/ruff check lab tests bench
 
 bench: setup
 	.venv/bin/python -m bench.up_to_verified
+
+# kernel XFRM vs libipsec, measured in one run inside the guest (a ratio: TCG slows both alike)
+bench-kernel: setup-vm
+	$(LAB) vm run --timeout 3000 -- .venv/bin/python -m bench.bench_dataplanes
 
 # The interop matrix: pairwise over the whole menu plus every negative reason, with reports.
 matrix: setup

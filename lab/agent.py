@@ -56,13 +56,33 @@ class _KernelRouted:
         self._sock.close()
 
 
-def _wire_kind(pkt, UDP) -> str:
-    """udp/500/ike, udp/4500/ike (non-ESP marker), udp/4500/esp, or other."""
+ESP_IN_UDP, ESP_RAW = "udp/4500/esp", "ip/50/esp"
+ESP_KINDS = (ESP_IN_UDP, ESP_RAW)
+ESP_PROTO = 50
+
+
+def _wire_kind(pkt, IP, UDP) -> str:
+    """udp/500/ike, udp/4500/ike (non-ESP marker), udp/4500/esp (UDP-encapsulated: libipsec
+    always, the kernel behind NAT), ip/50/esp (the kernel's ESP without NAT), or other."""
+    if pkt.haslayer(IP) and pkt[IP].proto == ESP_PROTO and not pkt[IP].frag:
+        return ESP_RAW
     if pkt.haslayer(UDP) and {pkt[UDP].sport, pkt[UDP].dport} & {500, 4500}:
         port = 500 if 500 in (pkt[UDP].sport, pkt[UDP].dport) else 4500
         kind = "ike" if port == 500 or bytes(pkt[UDP].payload)[:4] == b"\0\0\0\0" else "esp"
         return f"udp/{port}/{kind}"
     return "other"
+
+
+def esp_packets(counts: dict[str, int]) -> int:
+    """ESP packets of either encapsulation in a capture's counts."""
+    return sum(counts.get(k, 0) for k in ESP_KINDS)
+
+
+def encapsulation(counts: dict[str, int]) -> str:
+    """In words, which ESP encapsulation a capture saw."""
+    seen = [name for kind, name in ((ESP_RAW, "ESP (IP protocol 50)"),
+                                    (ESP_IN_UDP, "ESP in UDP 4500")) if counts.get(kind)]
+    return " and ".join(seen) or "no ESP"
 
 
 def _emit(obj: object) -> None:
@@ -158,16 +178,19 @@ def capture(args: argparse.Namespace) -> None:
     other: list[str] = []
     leaked: list[str] = []
     first: dict[str, float] = {}
+    flows: dict[str, int] = {}
 
     def seen(pkt) -> None:
         if not pkt.haslayer(IP):
             return
         ip = pkt[IP]
-        key = _wire_kind(pkt, UDP)
+        key = _wire_kind(pkt, IP, UDP)
         if key == "other" and len(other) < 50:
             other.append(pkt.summary())
         counts[key] = counts.get(key, 0) + 1
-        first.setdefault(f"{key} {ip.src}>{ip.dst}", pkt.time)
+        flow = f"{key} {ip.src}>{ip.dst}"
+        first.setdefault(flow, pkt.time)
+        flows[flow] = flows.get(flow, 0) + 1
         if prefix in bytes(pkt):
             leaked.append(pkt.summary())
 
@@ -175,7 +198,7 @@ def capture(args: argparse.Namespace) -> None:
     _emit({"ready": True})
     sys.stdin.read()  # the orchestrator closes stdin to stop the capture
     sniffer.stop()
-    _emit({"counts": counts, "other": other, "leaked": leaked[:50],
+    _emit({"counts": counts, "other": other, "leaked": leaked[:50], "flows": flows,
            "first": {k: float(v) for k, v in first.items()}})
 
 
@@ -200,7 +223,7 @@ def serve(args: argparse.Namespace) -> None:
     def on_segment(pkt) -> None:
         if not seg["armed"] or not pkt.haslayer(IP):
             return
-        key = _wire_kind(pkt, UDP)
+        key = _wire_kind(pkt, IP, UDP)
         if key == "other" and len(seg["other"]) < 20:
             seg["other"].append(pkt.summary())
         leaked = seg["prefix"] and seg["prefix"] in bytes(pkt)
@@ -243,7 +266,7 @@ def serve(args: argparse.Namespace) -> None:
             # wait until the capture has seen the expected ESP packets (it lags the probe a little)
             esp = int(cmd.get("esp", 0))
             with lock:
-                lock.wait_for(lambda n=esp: seg["counts"].get("udp/4500/esp", 0) >= n,
+                lock.wait_for(lambda n=esp: esp_packets(seg["counts"]) >= n,
                               timeout=float(cmd.get("timeout", 1.0)))
                 _emit({"op": op, "counts": dict(seg["counts"]), "other": list(seg["other"]),
                        "leaked": list(seg["leaked"])})
@@ -325,13 +348,14 @@ def hostile(args: argparse.Namespace) -> None:
     got = threading.Event()
 
     def keep(pkt) -> None:
-        if pkt.haslayer(UDP) and pkt[UDP].dport == 4500 and bytes(pkt[UDP].payload)[:4] != b"\0" * 4:
+        if _wire_kind(pkt, IP, UDP) in ESP_KINDS:
             if len(esp) < args.replay:
                 esp.append(pkt)
             if len(esp) >= args.replay:
                 got.set()
 
-    sniffer = _start(AsyncSniffer, iface=args.iface, filter="udp port 4500", prn=keep)
+    sniffer = _start(AsyncSniffer, iface=args.iface, filter="udp port 4500 or ip proto 50",
+                     prn=keep)
     got.wait(10)
     sniffer.stop()
 
@@ -367,8 +391,12 @@ def hostile(args: argparse.Namespace) -> None:
             out("IKE_SA_INIT flood (spoofed)", eth / IP(src=src, dst=t["ip"])
                 / UDP(sport=rnd.randrange(1024, 65535), dport=500) / Raw(ike(rnd.randbytes(8), 34, body=sa)))
         for n in range(args.unknown_spi):
-            out("ESP with unknown SPI", eth / real / UDP(sport=4500, dport=4500)
-                / Raw(rnd.randbytes(4) + struct.pack("!I", n + 1) + rnd.randbytes(64)))
+            esp_body = Raw(rnd.randbytes(4) + struct.pack("!I", n + 1) + rnd.randbytes(64))
+            if args.esp == "raw":  # the kernel's ESP without NAT: IP protocol 50
+                out("ESP with unknown SPI", eth / IP(src=t["peer"], dst=t["ip"], proto=ESP_PROTO)
+                    / esp_body)
+            else:
+                out("ESP with unknown SPI", eth / real / UDP(sport=4500, dport=4500) / esp_body)
     for frame in esp:
         out("replayed ESP", frame)
     _emit({"sent": sent, "captured_esp": len(esp)})
@@ -414,6 +442,8 @@ def main() -> None:
     p.add_argument("--unknown-spi", type=int, default=20)
     p.add_argument("--replay", type=int, default=20, help="ESP frames to capture and replay")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--esp", choices=["udp", "raw"], default="udp",
+                   help="ESP encapsulation of the unknown-SPI packets (raw: IP protocol 50)")
     args = parser.parse_args()
     modes = {"listen": listen, "send": send, "capture": capture, "serve": serve, "stream": stream,
              "hostile": hostile}

@@ -20,14 +20,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lab import catalogue as cat
+from lab.agent import ESP_KINDS, encapsulation, esp_packets
 from lab.errors import LabError
 from lab.lifecycle import Lab
 from lab.negotiation import sides, wait_children_up
 from lab.spec import IkeOptions, IpsecOptions
+from lab.timing import patience
 
 PROBE_PORT = 33434
-PROBE_TIMEOUT = 5.0
-AGENT_START_TIMEOUT = 30.0
+PROBE_TIMEOUT = patience(5.0)
+AGENT_START_TIMEOUT = patience(30.0)
 
 
 @dataclass
@@ -76,11 +78,11 @@ def run_check(lab: Lab, *, rekey: bool = True) -> CheckReport:
                 lab.customer.control_plane(lab, report, conn.tunnel, rekey)
             else:
                 control_plane(lab, report, conn.tunnel, rekey)
-        data.run(report)
+        crossings = data.run(report)
     finally:
         data.stop()
         wire = capture.finish()
-    wire_check(report, wire)
+    wire_check(report, wire, esp_expected(lab, crossings))
     return report
 
 
@@ -189,7 +191,7 @@ def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool) -> No
 
 
 def rekey_children(lab: Lab, node: str, tunnel: str, children: list[str],
-                   timeout: float = 15.0) -> None:
+                   timeout: float = patience(15.0)) -> None:
     """Rekey each CHILD_SA once and wait for the new SA (PFS shows only there in IKEv2)."""
     with lab.vici(node) as v, v.events(["child-rekey"]) as next_event:
         for child in children:
@@ -232,7 +234,7 @@ def trigger_waiting(lab: Lab, report: CheckReport, prefix: str) -> None:
             Agent(lab, node, ["send", "--iface", "eth0", "--prefix", prefix,
                               "--port", str(PROBE_PORT)], stdin=json.dumps(batch)).finish()
         try:
-            wait_children_up(next_event, names, time.monotonic() + 20, cloud.node)
+            wait_children_up(next_event, names, time.monotonic() + patience(20), cloud.node)
             ok, detail = True, "came up on VPC traffic"
         except LabError as exc:
             ok, detail = False, str(exc)
@@ -248,6 +250,7 @@ class DataPlane:
         sends: dict[str, list[dict[str, Any]]] = {}
         expect: dict[str, dict[str, list[str]]] = {}
         self.meta: dict[str, tuple[str, str, str, bool]] = {}
+        self.legs: dict[str, tuple[str, list[str]]] = {}
         # the hosts' routes lead over the primary path: standby tunnels carry traffic only after
         # a failover moved them (ipsec-lab scenario failover); their control plane is checked
         self.standby = sorted({p.tunnel for p in lab.plan.probes if p.standby})
@@ -269,6 +272,9 @@ class DataPlane:
                     subject = f"{p.child} {src} -> {dst}" if p.child else \
                         f"unrouted {src} -> {dst}"
                     self.meta[marker] = (p.tunnel, subject, f"{proto} {direction}", p.delivered)
+                    # the tunnel legs a delivered probe crossed: an echo comes back the other way
+                    self.legs[marker] = (p.tunnel, ["up", "down"] if proto == "icmp"
+                                         else ["up" if direction == "idc->vpc" else "down"])
         common = ["--iface", "eth0", "--prefix", prefix, "--port", str(PROBE_PORT),
                   "--timeout", str(PROBE_TIMEOUT)]
         self.listeners = [Agent(lab, node, ["listen", *common], stdin=json.dumps(markers),
@@ -278,7 +284,9 @@ class DataPlane:
         self.senders = [(Agent(lab, node, ["send", *common]), batch)
                         for node, batch in sends.items()]
 
-    def run(self, report: CheckReport) -> None:
+    def run(self, report: CheckReport) -> dict[tuple[str, str], int]:
+        """Sends, collects and reports; returns the delivered probes per (tunnel, leg), where
+        `up` is customer -> cloud and `down` cloud -> customer."""
         for agent in self.listeners:
             agent.wait_ready()
             agent.feed("")  # their time-out starts now
@@ -302,6 +310,12 @@ class DataPlane:
                 report.add(tunnel, subject, "data", f"{what} not delivered (no route)", not got,
                            "dropped, as the route table says" if not got
                            else "delivered although no route leads there")
+        crossed: dict[tuple[str, str], int] = {}
+        for marker, (tunnel, legs) in self.legs.items():
+            if marker in arrived and self.meta[marker][3]:
+                for leg in legs:
+                    crossed[(tunnel, leg)] = crossed.get((tunnel, leg), 0) + 1
+        return crossed
 
     def stop(self) -> None:
         """Ends agents still running (after a failure before `run`)."""
@@ -310,16 +324,38 @@ class DataPlane:
 
 
 # -- wire ---------------------------------------------------------------------------------------------
-def wire_check(report: CheckReport, wire: dict[str, Any]) -> None:
+def esp_expected(lab: Lab, crossings: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    """At least this many ESP packets per (source, destination) public address on the wire:
+    one per delivered probe packet that crossed that tunnel leg."""
+    out: dict[tuple[str, str], int] = {}
+    for (tunnel, leg), n in crossings.items():
+        cloud = str(lab.plan.cloud_of(tunnel).public_ip)
+        customer = str(lab.plan.customer_of(tunnel).public_ip)
+        pair = (customer, cloud) if leg == "up" else (cloud, customer)
+        out[pair] = out.get(pair, 0) + n
+    return out
+
+
+def wire_check(report: CheckReport, wire: dict[str, Any],
+               expected: dict[tuple[str, str], int]) -> None:
+    """Only IKE and ESP on the segment; ESP in both directions of every tunnel at least as often
+    as delivered probe packets crossed it (either encapsulation, named); no marker in clear."""
     counts = wire.get("counts", {})
-    esp = counts.get("udp/4500/esp", 0)
+    esp = esp_packets(counts)
     ike = sum(v for k, v in counts.items() if k.endswith("/ike"))
     other = counts.get("other", 0)
-    report.add("*", "internet segment", "wire", "only IKE and ESP (UDP 500/4500)", other == 0,
-               f"{ike} IKE, {esp} ESP, {other} other"
+    report.add("*", "internet segment", "wire", "only IKE and ESP", other == 0,
+               f"{ike} IKE, {esp} {encapsulation(counts)}, {other} other"
                + (f": {wire.get('other', [])[:3]}" if other else ""))
-    report.add("*", "internet segment", "wire", "ESP carried the probes", esp > 0,
-               f"{esp} ESP packets seen")
+    flows = wire.get("flows", {})
+    seen, short = [], []
+    for (src, dst), n in sorted(expected.items()):
+        got = sum(flows.get(f"{kind} {src}>{dst}", 0) for kind in ESP_KINDS)
+        (short if got < n else seen).append(f"{src}>{dst} {got} ESP for {n} probe packets")
+    ok = bool(expected) and not short
+    report.add("*", "internet segment", "wire", "ESP carried the probes", ok,
+               f"{encapsulation(counts)}: " + "; ".join(short + seen) if expected
+               else f"no probe was delivered ({esp} ESP packets seen)")
     leaked = wire.get("leaked", [])
     report.add("*", "internet segment", "wire", "no marker in clear", not leaked,
                "none seen" if not leaked else f"{len(leaked)} packets: {leaked[:3]}")
@@ -374,7 +410,7 @@ class Agent:
             with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
                 self.proc.communicate(timeout=5)
 
-    def finish(self, timeout: float = 60.0) -> dict[str, Any]:
+    def finish(self, timeout: float = patience(60.0)) -> dict[str, Any]:
         """Close stdin (stops a capture) and read the result line."""
         self.feed("")
         try:
@@ -382,6 +418,8 @@ class Agent:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
+        except ValueError:  # already ended and read (killed after a failed start)
+            out, err = "", "it had already been stopped"
         lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
         results = [json.loads(ln) for ln in lines if '"ready"' not in ln]
         if not results:

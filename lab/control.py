@@ -19,6 +19,7 @@ from vici.protocol import Message, Packet
 
 from lab.errors import LabError
 from lab.swanctl import shared_secrets
+from lab.timing import patience
 
 
 def decode(value: Any) -> Any:
@@ -42,7 +43,7 @@ class InitiateFailed(LabError):
 class Vici:
     """A VICI session to one daemon (a unix socket on the host's file system)."""
 
-    def __init__(self, path: Path, timeout: float = 30.0):
+    def __init__(self, path: Path, timeout: float = patience(30.0)):
         self.path = path
         self.timeout = timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -84,7 +85,7 @@ class Vici:
         return decode(self.session.get_conns()).get("conns", [])
 
     # -- SAs -------------------------------------------------------------------------------
-    def initiate(self, child: str, ike: str, timeout: float = 15.0) -> list[str]:
+    def initiate(self, child: str, ike: str, timeout: float = patience(15.0)) -> list[str]:
         """Negotiate a CHILD_SA (and its IKE_SA if needed); raises InitiateFailed with the log."""
         log: list[str] = []
         request = {"child": child, "ike": ike, "timeout": int(timeout * 1000), "loglevel": 1,
@@ -98,7 +99,7 @@ class Vici:
             raise InitiateFailed(f"initiating {child!r}: VICI error {exc}", log) from None
         return log
 
-    def terminate_ike(self, ike: str, timeout: float = 10.0) -> None:
+    def terminate_ike(self, ike: str, timeout: float = patience(10.0)) -> None:
         request = {"ike": ike, "timeout": int(timeout * 1000), "loglevel": -1}
         try:
             for _ in self.session.terminate(request):

@@ -49,6 +49,7 @@ from lab import ipsecconf as ic
 from lab.errors import LabError
 from lab.render import write_private
 from lab.spec import LabSpec
+from lab.timing import patience
 
 if TYPE_CHECKING:
     from lab.check import CheckReport
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from lab.plan import LabPlan
 
 STATE_FILE = "customer.json"
-INITIATE_TIMEOUT = 10.0  # per CHILD_SA; a failed IKE_SA stops the remaining initiations
+INITIATE_TIMEOUT = patience(10.0)  # per CHILD_SA; a failed IKE_SA stops the remaining initiations
 SETTLE = 3.0  # the responder installs its CHILD_SA just after the initiator
 DOCUMENTATION = tuple(ipaddress.IPv4Network(n) for n in
                       ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"))

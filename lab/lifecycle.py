@@ -25,8 +25,9 @@ from lab.render import render_gateway, write_private
 from lab.routing import install_route_tables
 from lab.spec import LabSpec, dump_spec, load_spec
 from lab.state import LabState
+from lab.timing import patience
 
-DAEMON_START_TIMEOUT = 20.0
+DAEMON_START_TIMEOUT = patience(20.0)
 
 
 @dataclass

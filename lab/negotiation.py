@@ -20,11 +20,12 @@ from lab.backends import Progress
 from lab.control import InitiateFailed
 from lab.errors import LabError
 from lab.swanctl import parse
+from lab.timing import patience
 
 if TYPE_CHECKING:
     from lab.lifecycle import Lab
 
-ESTABLISH_TIMEOUT = 20.0
+ESTABLISH_TIMEOUT = patience(20.0)
 
 
 def lab_config(lab: Lab, node: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@
         with lab.capture() as wire:                              # on the internet segment
             lab.send("idc1", [{"src": "192.168.1.10", "dst": "10.0.1.10",
                                "proto": "icmp", "marker": wire.prefix + "-1"}])
-        assert wire.result["counts"]["udp/4500/esp"] > 0
+        assert esp_packets(wire.result["counts"]) > 0           # lab.agent.esp_packets
 
 Every lab the fixture started is torn down after the test, whatever happened in it.
 Options: `--ipsec-lab-backend netns|docker|auto` (default netns).

@@ -19,7 +19,7 @@ CONFIGS = Path(os.environ.get("IPSEC_LAB_CONFIGS", Path(__file__).resolve().pare
 
 
 @functools.cache  # compiling the templates costs ~20 ms each; the matrix renders per case
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(CONFIGS / "templates"),
         undefined=jinja2.StrictUndefined,
@@ -33,7 +33,7 @@ def _environment() -> jinja2.Environment:
 
 def render_gateway(plan: LabPlan, gw: Gateway, run_dir: str) -> dict[str, str]:
     """The files one gateway needs; `run_dir` is where they live as the daemon sees them."""
-    env = _environment()
+    env = environment()
     context = {"lab": plan.name, "gw": gw, "run_dir": run_dir}
     files = {
         "strongswan.conf": env.get_template("strongswan.conf.j2").render(context),

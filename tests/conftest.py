@@ -23,6 +23,19 @@ def _docker_unavailable() -> str | None:
     return None
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """`make test-kernel` sets IPSEC_LAB_EXPECT_DATAPLANE=kernel: a guest or host where the
+    lab would not pick the kernel dataplane must fail the run, not test libipsec again."""
+    want = os.environ.get("IPSEC_LAB_EXPECT_DATAPLANE")
+    if want and os.geteuid() == 0:
+        from lab.dataplane import detect
+
+        got = detect()
+        if got.name != want:
+            pytest.exit(f"IPSEC_LAB_EXPECT_DATAPLANE={want}, but the lab detects {got.name} "
+                        f"({got.reason})", returncode=3)
+
+
 @pytest.fixture(params=["netns", "docker"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Integration tests run on both backends; docker skips only where no engine runs."""

@@ -22,6 +22,7 @@ from lab.backends import AGENT, Backend, Progress
 from lab.errors import LabError
 from lab.plan import WAN, LabPlan, Node
 from lab.state import LabState, NodeState, lab_dir
+from lab.timing import patience
 
 CHARON = "/usr/sbin/charon-systemd"
 PREFIX = "ilab-"
@@ -103,7 +104,7 @@ class NetnsBackend(Backend):
         state.pids[f"charon:{node}"] = proc.pid
         state.save()
 
-    def _run(self, ns: str, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess:
+    def _run(self, ns: str, argv: list[str], timeout: float = patience(30.0)) -> subprocess.CompletedProcess:
         result = subprocess.run(argv, preexec_fn=_enter(ns), capture_output=True, text=True,
                                 timeout=timeout, check=False)
         if result.returncode != 0:
@@ -111,7 +112,7 @@ class NetnsBackend(Backend):
         return result
 
     def exec(self, state: LabState, node: str, argv: list[str],
-             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+             timeout: float = patience(30.0)) -> subprocess.CompletedProcess[str]:
         return subprocess.run(argv, preexec_fn=_enter(state.nodes[node].handle),
                               capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -186,6 +187,11 @@ def configure_node(ipr, node: Node) -> None:
             spec["gateway"] = str(route.via)
         if route.device:
             spec["oif"] = ipr.link_lookup(ifname=route.device)[0]
+            if not route.via:
+                # link scope, as `ip route add ... dev` gives it: a gateway reached over such a
+                # route is then a valid next hop, which the kernel dataplane's source routes
+                # (strongSwan's table 220: peer subnet via the peer) need
+                spec["scope"] = 253
         ipr.route("add", **spec)
 
 

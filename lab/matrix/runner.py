@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from lab import lifecycle
+from lab.agent import esp_packets
 from lab.check import Agent, _algorithms, _dh_name, find_ike, installed_children, rekey_children
 from lab.control import InitiateFailed, Vici
 from lab.dataplane import detect
@@ -49,10 +50,11 @@ from lab.plan import DaemonTuning, Gateway, LabPlan, build_plan
 from lab.render import render_gateway, write_private
 from lab.spec import LabSpec, Tunnel
 from lab.swanctl import parse, shared_secrets
+from lab.timing import patience
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent.parent / "configs" / "examples" / "default.yaml"
 TUNING = DaemonTuning()
-CLEAN_TIMEOUT = 3.0  # for SAs to disappear after a case before the lab counts as wedged
+CLEAN_TIMEOUT = patience(3.0)  # for SAs to disappear after a case before the lab counts as wedged
 LOG_SETTLE = 0.03  # a failed case waits this long without new log events before classifying
 
 
@@ -62,7 +64,7 @@ class Wedged(LabError):
 
 @dataclass
 class RunOptions:
-    case_timeout: float = 10.0
+    case_timeout: float = patience(10.0)
     wire_every: int = 25  # wire check on the first case of each lab and on every Nth after it
 
 
@@ -313,7 +315,7 @@ class LabRig:
         conn = plan.gateway(initiator).connections[0]
         children = [ch.name for ch in conn.children]
         try:
-            rekey_children(self.lab, initiator, conn.name, children, timeout=5.0)
+            rekey_children(self.lab, initiator, conn.name, children, timeout=patience(5.0))
         except LabError as exc:
             return [f"PFS: {exc}"]
         wanted = _dh_name(case.params["pfs"])
@@ -335,21 +337,22 @@ class LabRig:
         probes = [{"src": str(p.idc_addr), "dst": str(p.vpc_addr), "marker": f"{tag}-{i}"}
                   for i, p in enumerate(plan.probes) if p.delivered]
         if wire:
-            self._agent(self.wire, {"op": "arm", "prefix": self.prefix}, 5)
-        left = max(0.2, min(2.0, deadline - time.monotonic()))
+            self._agent(self.wire, {"op": "arm", "prefix": self.prefix}, patience(5))
+        left = max(0.2, min(patience(2.0), deadline - time.monotonic()))
         reply = self._agent(self.echo, {"op": "ping", "prefix": tag, "probes": probes,
                                         "timeout": left}, left + 5)
         missing = sorted({p["marker"] for p in probes} - set(reply.get("echoed", [])))
         problems = [f"data: no echo reply for {m}" for m in missing]
         if wire:
-            counts = self._agent(self.wire, {"op": "counts", "esp": 2 * len(probes), "timeout": 1.0}, 6)
+            counts = self._agent(self.wire, {"op": "counts", "esp": 2 * len(probes),
+                                             "timeout": patience(1.0)}, patience(6))
             seen = counts.get("counts", {})
             if counts.get("leaked"):
                 problems.append(f"wire: marker in clear: {counts['leaked'][:2]}")
             if seen.get("other"):
                 problems.append(f"wire: not IKE/ESP: {counts.get('other', [])[:2]}")
-            if seen.get("udp/4500/esp", 0) < 2 * len(probes):
-                problems.append(f"wire: {seen.get('udp/4500/esp', 0)} ESP packets, expected "
+            if esp_packets(seen) < 2 * len(probes):
+                problems.append(f"wire: {esp_packets(seen)} ESP packets, expected "
                                 f"{2 * len(probes)}")
             self.last_wire = seen
         return problems
@@ -360,7 +363,7 @@ class LabRig:
         try:
             if conn and initiator and not force:
                 with suppress(LabError):
-                    self.sessions[initiator].terminate_ike(conn, timeout=2.0)
+                    self.sessions[initiator].terminate_ike(conn, timeout=patience(2.0))
             for node in nodes:
                 v = self.sessions[node]
                 if conn:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from lab import lifecycle
+from lab.agent import encapsulation, esp_packets
 from lab.check import Agent
 from lab.lifecycle import Lab
 from lab.scenarios.report import ScenarioResult
@@ -67,7 +68,7 @@ class WireWatch:
         self.result = {"counts": counts, "leaked": leaked,
                        "first": outputs[0].get("first", {}) if outputs else {}}
         result.verdict("no payload marker in clear on the wire", not leaked,
-                       f"{counts.get('udp/4500/esp', 0)} ESP, "
+                       f"{esp_packets(counts)} {encapsulation(counts)}, "
                        f"{sum(v for k, v in counts.items() if k.endswith('/ike'))} IKE packets; "
                        + ("none leaked" if not leaked else f"{len(leaked)} leaked: {leaked[:2]}"))
         return self.result

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.lifecycle import Lab
+from lab.timing import patience
 
 KINDS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"]  # "log": the daemon's log lines
 
@@ -38,7 +39,7 @@ class EventRecorder:
     def __enter__(self) -> EventRecorder:
         for t in self._threads:
             t.start()
-        self._ready.wait(timeout=10)
+        self._ready.wait(timeout=patience(10))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -48,7 +49,7 @@ class EventRecorder:
 
     def _listen(self, node: str) -> None:
         with self.lab.vici(node) as v, v.events(self.kinds) as next_event:
-            self._ready.wait(timeout=10)
+            self._ready.wait(timeout=patience(10))
             while not self._stop.is_set():
                 got = next_event(time.monotonic() + 0.2)
                 if got is None:

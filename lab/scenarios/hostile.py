@@ -25,6 +25,7 @@ from lab.scenarios.base import WireWatch, lab_name, running_lab, variant
 from lab.scenarios.events import EventRecorder
 from lab.scenarios.report import ScenarioResult
 from lab.scenarios.stream import Stream
+from lab.timing import patience
 
 # What an ESP dataplane logs when the anti-replay window rejects a packet: libipsec's
 # esp_packet.c ("ESP sequence number verification failed:\n src ..., dst ..., SPI ... [seq N]").
@@ -53,8 +54,9 @@ def _mac(lab: Lab, node: str) -> str:
 
 
 class _WanCapture:
-    """tcpdump of UDP 4500 on every gateway's eth0 into its lab directory, stopped by closing stdin
-    (which a `docker exec -i` passes on, so it works on both backends)."""
+    """tcpdump of ESP (in UDP 4500, or IP protocol 50) on every gateway's eth0 into its lab
+    directory, stopped by closing stdin (which a `docker exec -i` passes on, so it works on both
+    backends)."""
 
     FILE = "hostile-esp.pcap"
 
@@ -63,7 +65,8 @@ class _WanCapture:
         self.procs = {}
         for gw in lab.plan.gateways:
             path = f"{lab.backend.run_dir(lab.state.name, gw.node)}/{self.FILE}"
-            script = (f"tcpdump -U -s 256 -i eth0 -w {path} udp port 4500 2>/dev/null & "
+            script = (f"tcpdump -U -s 256 -i eth0 -w {path} 'udp port 4500 or ip proto 50' "
+                      "2>/dev/null & "
                       "t=$!; read _; kill $t; wait $t")
             self.procs[gw.node] = lab.backend.spawn(lab.state, gw.node, ["sh", "-c", script])
 
@@ -85,8 +88,9 @@ class _WanCapture:
             except (OSError, EOFError):
                 frames = []
             seen = Counter(bytes(f[IP].payload) for f in frames
-                           if f.haslayer(UDP) and str(f[IP].dst) == str(gw.public_ip)
-                           and bytes(f[UDP].payload)[:4] != b"\0" * 4)
+                           if f.haslayer(IP) and str(f[IP].dst) == str(gw.public_ip)
+                           and (f[IP].proto == 50 or f.haslayer(UDP)
+                                and bytes(f[UDP].payload)[:4] != b"\0" * 4))
             repeated[gw.node] = sum(n - 1 for n in seen.values() if n > 1)
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -126,7 +130,9 @@ def _experiment(lab: Lab, result: ScenarioResult, flood: int) -> None:
             result.mark(t_attack, "attack starts")
             attack = Agent(lab, lab.plan.internet_node,
                            ["hostile", "--iface", lab.plan.node(lab.plan.internet_node).bridge or "br0",
-                            "--flood", str(flood)], stdin=json.dumps(targets)).finish(timeout=300)
+                            "--flood", str(flood),
+                            "--esp", "udp" if lab.plan.dataplane.name == "libipsec" else "raw"],
+                           stdin=json.dumps(targets)).finish(timeout=patience(300))
             result.mark(time.time(), "attack ends")
             time.sleep(1.5)  # stream after the attack (and the daemons' last log lines)
             flow = stream.stop()

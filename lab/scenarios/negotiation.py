@@ -17,6 +17,7 @@ from lab.lifecycle import Lab
 from lab.scenarios.base import WireWatch, lab_name, running_lab, variant
 from lab.scenarios.events import EventRecorder
 from lab.scenarios.report import ScenarioResult
+from lab.timing import patience
 
 TYPES = ("active", "passive", "traffic-triggered")
 
@@ -72,7 +73,7 @@ def _experiment(lab: Lab, result: ScenarioResult, kind: str, t_loaded: float, wi
             t_traffic = sent["t_first"]  # when the first VPC packet left the host
             result.mark(t_traffic, "VPC traffic")
             result.metrics["t_traffic"] = t_traffic
-            up = rec.wait_for(lambda e: e.node == cloud.node and e.up, timeout=30)
+            up = rec.wait_for(lambda e: e.node == cloud.node and e.up, timeout=patience(30))
         result.verdict("VPC traffic brought the tunnel up", up is not None,
                        f"{up.time - t_traffic:.2f} s after the first VPC packet" if up else "not in 30 s")
         if up:
