@@ -133,9 +133,12 @@ def listen(args: argparse.Namespace) -> None:
 
 
 def send(args: argparse.Namespace) -> None:
-    """Send each probe once: UDP carries the marker one way; ICMP echo brings it back.
+    """Send each probe: UDP carries the marker one way; ICMP echo brings it back.
 
-    Probes with "expect": false (unrouted destinations) go first and are not waited for.
+    Probes with "expect": false (unrouted destinations) go first, once, and are not waited for.
+    The others are sent again `--retries` times, spaced over the time-out (UDP always, since the
+    sender cannot see them arrive; ICMP until echoed): a probe lost once to a full queue on a
+    loaded machine is not a tunnel that does not carry traffic. Loss is the scenarios' measure.
     """
     AsyncSniffer, l3send, IP, UDP, ICMP, Raw = _scapy()
     probes = sorted(json.loads(sys.stdin.read()), key=lambda p: p.get("expect", True))
@@ -155,17 +158,28 @@ def send(args: argparse.Namespace) -> None:
 
     sock = _KernelRouted()  # one socket for all probes: scapy's send() opens one per packet
     t_first = time.time()
-    for n, p in enumerate(probes):
-        ip = IP(src=p["src"], dst=p["dst"])
-        if p["proto"] == "udp":
-            sock.send(ip / UDP(sport=args.port, dport=args.port) / Raw(p["marker"].encode()))
-        else:
-            sock.send(ip / ICMP(id=0x1AB, seq=n & 0xFFFF) / Raw(p["marker"].encode()))
-        if n % 20 == 19:
-            time.sleep(args.pace)  # bursts of hundreds overflow libipsec's TUN queue (500)
+    rounds = 1 + max(0, args.retries)
+    gap = args.timeout / (rounds + 1)
+    batch = probes
+    for r in range(rounds):
+        for n, p in enumerate(batch):
+            ip = IP(src=p["src"], dst=p["dst"])
+            if p["proto"] == "udp":
+                sock.send(ip / UDP(sport=args.port, dport=args.port) / Raw(p["marker"].encode()))
+            else:
+                sock.send(ip / ICMP(id=0x1AB, seq=n & 0xFFFF) / Raw(p["marker"].encode()))
+            if n % 20 == 19:
+                time.sleep(args.pace)  # bursts of hundreds overflow libipsec's TUN queue (500)
+        batch = [p for p in probes if p.get("expect", True)
+                 and (p["proto"] == "udp" or p["marker"] not in echoed)]
+        if r == rounds - 1 or not batch:
+            break
+        if not done.wait(gap):
+            continue
+        time.sleep(min(gap, 0.2))  # echoes are all back: UDP again after a short breath
     sock.close()
     if wanted:
-        done.wait(args.timeout)
+        done.wait(max(0.0, args.timeout - (time.time() - t_first)))
     sniffer.stop()
     _emit({"sent": len(probes), "echoed": sorted(echoed & watched), "t_first": t_first})
 
@@ -422,6 +436,7 @@ def main() -> None:
         p.add_argument("--port", type=int, default=33434)
         p.add_argument("--timeout", type=float, default=5.0)
         p.add_argument("--pace", type=float, default=0.01, help="pause after every 20 packets (s)")
+        p.add_argument("--retries", type=int, default=0, help="send: rounds after the first")
     p = sub.add_parser("serve")
     p.add_argument("--iface", required=True)
     p.add_argument("--echo", action="store_true", help="answer `ping` commands")

@@ -29,6 +29,8 @@ from lab.timing import patience
 
 PROBE_PORT = 33434
 PROBE_TIMEOUT = patience(5.0)
+PROBE_RETRIES = 2  # probes not confirmed are sent again, spaced over the time-out (lab.agent send)
+PROBE_SEND_TIME = 0.005  # generous time to build and send one probe (measured ~0.5 ms here)
 AGENT_START_TIMEOUT = patience(30.0)
 
 
@@ -275,13 +277,17 @@ class DataPlane:
                     # the tunnel legs a delivered probe crossed: an echo comes back the other way
                     self.legs[marker] = (p.tunnel, ["up", "down"] if proto == "icmp"
                                          else ["up" if direction == "idc->vpc" else "down"])
+        # the time-out covers sending the largest batch too (a 200-mapping gateway's host sends
+        # 800 probes per round, and the last ones must still find their listener waiting)
+        biggest = max((len(batch) for batch in sends.values()), default=0)
+        timeout = PROBE_TIMEOUT + patience(PROBE_SEND_TIME) * biggest * (1 + PROBE_RETRIES)
         common = ["--iface", "eth0", "--prefix", prefix, "--port", str(PROBE_PORT),
-                  "--timeout", str(PROBE_TIMEOUT)]
+                  "--timeout", f"{timeout:.2f}"]
         self.listeners = [Agent(lab, node, ["listen", *common], stdin=json.dumps(markers),
                                 keep_open=True)
                           for node, markers in expect.items()]
         # senders import scapy now and block on stdin until `run` hands them their probes
-        self.senders = [(Agent(lab, node, ["send", *common]), batch)
+        self.senders = [(Agent(lab, node, ["send", *common, "--retries", str(PROBE_RETRIES)]), batch)
                         for node, batch in sends.items()]
 
     def run(self, report: CheckReport) -> dict[tuple[str, str], int]:
@@ -368,7 +374,7 @@ class Agent:
     def __init__(self, lab: Lab, node: str, args: list[str], stdin: str | None = None,
                  keep_open: bool = False):
         self.node, self.mode = node, args[0]
-        self.proc = lab.backend.spawn(lab.state, node, lab.backend.agent() + args)
+        self.proc = lab.backend.spawn_agent(lab.state, node, args)
         if stdin is not None and keep_open:
             self.say(stdin)
         elif stdin is not None:

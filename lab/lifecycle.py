@@ -21,7 +21,7 @@ from lab.dataplane import Dataplane, detect
 from lab.errors import LabError
 from lab.negotiation import establish
 from lab.plan import DaemonTuning, LabPlan, build_plan, check_lab_name
-from lab.render import render_gateway, write_private
+from lab.render import GATEWAY_NFT, render_gateway, write_private
 from lab.routing import install_route_tables
 from lab.spec import LabSpec, dump_spec, load_spec
 from lab.state import LabState
@@ -115,10 +115,12 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
     for gw in lab.plan.gateways:
         directory = lab.backend.host_dir(lab.state.name, gw.node)
         files = render_gateway(lab.plan, gw, lab.backend.run_dir(lab.state.name, gw.node))
+        firewall = files[GATEWAY_NFT]
         if lab.customer is not None and gw.side == "customer":  # hook (lab.customer): user's files
             files = lab.customer.gateway_files(files)
-        for filename, text in files.items():
+        for filename, text in {**files, GATEWAY_NFT: firewall}.items():
             write_private(directory / filename, text)
+        apply_firewall(lab, gw.node)
         lab.backend.start_daemon(lab.state, gw.node)
     deadline = time.monotonic() + DAEMON_START_TIMEOUT
     for gw in lab.plan.gateways:
@@ -129,6 +131,14 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
     progress(f"{len(lab.plan.gateways)} strongSwan daemons answering on VICI")
     if routes := install_route_tables(lab):
         progress(f"{routes} route-table entries installed on the cloud gateway(s)")
+
+
+def apply_firewall(lab: Lab, node: str) -> None:
+    """The gateway forwards between LAN and internet only through IPsec (gateway.nft.j2)."""
+    path = f"{lab.backend.run_dir(lab.state.name, node)}/{GATEWAY_NFT}"
+    done = lab.backend.exec(lab.state, node, ["nft", "-f", path])
+    if done.returncode != 0:
+        raise LabError(f"{node}: nft -f {GATEWAY_NFT} failed: {done.stderr.strip()}")
 
 
 def _alive(pid: int) -> bool:

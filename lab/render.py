@@ -13,8 +13,9 @@ from pathlib import Path
 
 import jinja2
 
-from lab.plan import Gateway, LabPlan
+from lab.plan import WAN, Gateway, LabPlan
 
+GATEWAY_NFT = "gateway.nft"  # the gateway's forwarding rules (applied by lab.lifecycle)
 CONFIGS = Path(os.environ.get("IPSEC_LAB_CONFIGS", Path(__file__).resolve().parent.parent / "configs"))
 
 
@@ -38,6 +39,7 @@ def render_gateway(plan: LabPlan, gw: Gateway, run_dir: str) -> dict[str, str]:
     files = {
         "strongswan.conf": env.get_template("strongswan.conf.j2").render(context),
         "swanctl.conf": env.get_template("swanctl.conf.j2").render(context),
+        GATEWAY_NFT: env.get_template("gateway.nft.j2").render({**context, "wan": WAN}),
     }
     if gw.side == "customer":
         files["ipsec.conf"] = env.get_template("ipsec.conf.j2").render(context)

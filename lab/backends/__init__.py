@@ -50,6 +50,10 @@ class Backend(ABC):
     def agent(self) -> list[str]:
         """argv prefix that runs lab/agent.py (the scapy probe) inside a node."""
 
+    def spawn_agent(self, state: LabState, node: str, args: list[str]) -> subprocess.Popen[str]:
+        """Start the probe agent in a node with pipes (a backend may start it faster)."""
+        return self.spawn(state, node, self.agent() + args)
+
     @abstractmethod
     def netns_path(self, state: LabState, node: str) -> str:
         """A path to the node's network namespace, for host-side helpers that setns into it."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pyroute2 import NetNS, netns
 
+from lab import forkserver
 from lab.backends import AGENT, Backend, Progress
 from lab.errors import LabError
 from lab.plan import WAN, LabPlan, Node
@@ -123,6 +124,10 @@ class NetnsBackend(Backend):
 
     def agent(self) -> list[str]:
         return [sys.executable, str(AGENT)]
+
+    def spawn_agent(self, state: LabState, node: str, args: list[str]):  # type: ignore[override]
+        """Forked from a server that imported scapy once (lab.forkserver), not a new Python."""
+        return forkserver.spawn(self.netns_path(state, node), args)
 
     def netns_path(self, state: LabState, node: str) -> str:
         return f"/run/netns/{state.nodes[node].handle}"
