@@ -12,7 +12,9 @@ IKEv1 and IKEv2); tests/test_matrix_run.py keeps those lines as fixtures:
                   v2: the same two lines, then "received proposals unacceptable"
   ipsec proposal  v1: "received proposals: ESP:..." ... "no matching proposal found, sending NO_PROP..."
                   v2: "received proposals: ESP:..." ... "no acceptable proposal found"
-  pfs             an ESP proposal refusal where received and configured differ only in the DH group
+  pfs             v1: "received proposals: ESP:.../MODP_2048/..." / "configured proposals: ESP:.../
+                  MODP_1536/..." from the daemon that refused (quick mode carries the PFS group in
+                  the ESP proposal): received and configured differ only in the DH group
   ike version     "no IKE config found for A...B, sending NO_PROPOSAL_CHOSEN" (either direction)
   exchange mode   "found 1 matching config, but none allows pre-shared key authentication using
                   Main Mode" (or Aggressive Mode)
@@ -25,6 +27,11 @@ IKEv1 and IKEv2); tests/test_matrix_run.py keeps those lines as fixtures:
   ts              v2: "traffic selectors A === B unacceptable" / "received TS_UNACCEPTABLE notify";
                   v1: "no matching CHILD_SA config found for A === B" / "received INVALID_ID_INFORMATION"
   timeout         "giving up after N retransmits" / "peer not responding" with none of the above
+
+Nothing here depends on the order of the lines or of the daemons: a rule matches any line of any
+source, and received and configured proposals are compared in every combination within the daemon
+that logged them (strongSwan logs both only when its selection failed). The runner hands over all
+of a case's lines and no other case's (see LabRig.case_logs in lab/matrix/runner.py).
 """
 
 from __future__ import annotations
@@ -60,25 +67,29 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((reason, re.compile(p)) f
 ))
 
 
-def _messages(initiate_log: Iterable[str], events: Events) -> list[str]:
-    lines = [m for m in initiate_log if m]
+def _sources(initiate_log: Iterable[str], events: Events) -> list[list[str]]:
+    """The lines of each source: the initiate log, then each daemon's `log` events."""
+    out = [[m for m in initiate_log if m]]
     for evs in events.values():
-        lines += [str(e.get("msg", "")) for e in evs if e.get("msg")]
-    return lines
+        out.append([str(e.get("msg", "")) for e in evs if e.get("msg")])
+    return out
 
 
-def _proposal_pairs(lines: Sequence[str]) -> list[tuple[str, str]]:
-    """(received, configured) proposal lists as logged just before a refusal."""
-    pairs, received = [], None
-    for line in lines:
-        m = _PROPOSALS.match(line)
-        if not m:
-            continue
-        if m.group(1) == "received":
-            received = m.group(2)
-        elif received is not None:
-            pairs.append((received, m.group(2)))
-            received = None
+def _proposal_pairs(sources: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    """(received, configured) proposal lists, every combination of the two within each source.
+
+    A daemon logs both lists when its proposal selection failed; they are compared where they
+    came from (the configured list is that daemon's), whatever their order or position among the
+    other lines.
+    """
+    pairs = []
+    for lines in sources:
+        got: dict[str, list[str]] = {"received": [], "configured": []}
+        for line in lines:
+            m = _PROPOSALS.match(line)
+            if m:
+                got[m.group(1)].append(m.group(2))
+        pairs += [(r, c) for r in got["received"] for c in got["configured"]]
     return pairs
 
 
@@ -106,16 +117,18 @@ def pfs_only(received: str, configured: str) -> bool:
 def classify(initiate_log: Iterable[str], events: Events, failure: str = "",
              timed_out: bool = False) -> tuple[str | None, str]:
     """(reason from lab.matrix.cases, the log line that shows it), or (None, why not)."""
-    lines = _messages(initiate_log, events)
+    sources = _sources(initiate_log, events)
+    lines = [line for source in sources for line in source]
+    pairs = _proposal_pairs(sources)
     for reason, pattern in RULES:
         for line in lines:
             if not pattern.search(line):
                 continue
             if reason == PROPOSAL_IPSEC:
-                for received, configured in _proposal_pairs(lines):
-                    if received.startswith("ESP:") and pfs_only(received, configured):
+                for received, configured in pairs:
+                    if pfs_only(received, configured):
                         return PFS, f"received {received}, configured {configured}"
-            if reason == PROPOSAL_IKE and not any(r.startswith("IKE:") for r, _ in _proposal_pairs(lines)):
+            if reason == PROPOSAL_IKE and not any(r.startswith("IKE:") for r, _ in pairs):
                 continue
             return reason, line
     if timed_out or "timeout" in failure.lower() or "timed out" in failure.lower():

@@ -14,8 +14,12 @@
   clean   terminate, unload connections and secrets, and prove no SA is left on either daemon
 
 Failed negotiations are classified (`lab.matrix.classify`) from the initiator's initiate log and
-the VICI `log` events of both daemons, which a listener thread per daemon collects all along. A
-lab whose daemon stops answering is torn down and brought up again; the run goes on.
+the VICI `log` events of both daemons, which a listener thread per daemon collects all along.
+charon raises those events asynchronously (its vici logger queues each line for a worker thread),
+so they trail the daemon's work by an unbounded time: the refusing daemon's lines may arrive after
+the initiator's own answer, or during the next case. A case's events are therefore cut out of each
+daemon's stream by marks that daemon logs itself (`LabRig.case_logs`), never by arrival time. A lab
+whose daemon stops answering is torn down and brought up again; the run goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import ipaddress
 import itertools
 import os
 import queue
+import re
 import secrets
 import tempfile
 import threading
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from vici.exception import CommandException
 
 from lab import lifecycle
 from lab.agent import esp_packets
@@ -55,7 +61,9 @@ from lab.timing import patience
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent.parent / "configs" / "examples" / "default.yaml"
 TUNING = DaemonTuning()
 CLEAN_TIMEOUT = patience(3.0)  # for SAs to disappear after a case before the lab counts as wedged
-LOG_SETTLE = 0.03  # a failed case waits this long without new log events before classifying
+LOG_WAIT = patience(5.0)  # bound on waiting for a daemon's log events of a case to arrive
+# A mark in a daemon's log stream: vici logs every terminate request, also one that matches no SA.
+_MARK = re.compile(r"vici terminate IKE_SA '(MX[0-9a-f]{6})-(\d+)-(start|end)'")
 
 
 class Wedged(LabError):
@@ -82,8 +90,10 @@ class LabRig:
     def __post_init__(self) -> None:
         self._stack = ExitStack()
         self._lock = threading.Lock()
+        self._logged = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._last_log = time.monotonic()
+        self._case: dict[str, int | None] = {}  # per daemon: the case whose start mark came last
+        self._ended: dict[str, dict[int, list[dict[str, Any]]]] = {}  # its lines, once ended
         self.prefix = f"MX{secrets.token_hex(3)}"
         self.counter = itertools.count(1)
         plan = self.lab.plan
@@ -96,6 +106,8 @@ class LabRig:
                 path = self.lab.backend.host_dir(self.lab.state.name, gw.node) / "charon.vici"
                 self.sessions[gw.node] = self._stack.enter_context(Vici(path, timeout))
                 self.logs[gw.node] = []
+                self._case[gw.node] = None
+                self._ended[gw.node] = {}
                 next_event = self._stack.enter_context(self.sessions[gw.node].events(["log"]))
                 thread = threading.Thread(target=self._tap, args=(gw.node, next_event), daemon=True)
                 thread.start()
@@ -113,32 +125,56 @@ class LabRig:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _tap(self, node: str, next_event: Callable[[float], tuple[str, dict] | None]) -> None:
+        """Collect `node`'s log events, cut into cases at the marks `_mark` had it log."""
         while not self._stop.is_set():
             try:
                 event = next_event(time.monotonic() + 0.5)
             except (OSError, ValueError, EOFError):
                 return
-            if event is not None:
-                with self._lock:
-                    self.logs[node].append(event[1])
-                    self._last_log = time.monotonic()
+            if event is None:
+                continue
+            data = event[1]
+            mark = _MARK.fullmatch(str(data.get("msg", "")))
+            with self._logged:
+                if mark is None or mark.group(1) != self.prefix:
+                    self.logs[node].append(data)
+                    continue
+                n = int(mark.group(2))
+                if mark.group(3) == "start":  # what came before belongs to earlier cases
+                    self.logs[node] = []
+                    self._case[node] = n
+                elif self._case[node] == n:
+                    self._ended[node] = {n: self.logs[node]}
+                    self.logs[node] = []
+                    self._case[node] = None
+                self._logged.notify_all()
 
-    def _take_logs(self) -> dict[str, list[dict[str, Any]]]:
-        with self._lock:
-            out = {node: list(lines) for node, lines in self.logs.items()}
-            for lines in self.logs.values():
-                lines.clear()
-        return out
+    def _mark(self, n: int, edge: str) -> None:
+        """Have both daemons log a mark of case `n`'s start or end into their `log` streams: a
+        terminate of an IKE_SA name no SA has (charon logs the request, finds nothing, changes
+        nothing). A daemon's log events arrive in the order it logged them."""
+        for v in self.sessions.values():
+            with suppress(CommandException):
+                for _ in v.session.terminate({"ike": f"{self.prefix}-{n}-{edge}", "loglevel": -1}):
+                    pass
 
-    def _settle_logs(self, limit: float = 0.3) -> None:
-        """Wait until no log event arrived for LOG_SETTLE s (the peer's lines trail its reply)."""
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            with self._lock:
-                idle = time.monotonic() - self._last_log
-            if idle >= LOG_SETTLE:
-                return
-            time.sleep(LOG_SETTLE - idle)
+    def case_logs(self, n: int, limit: float = LOG_WAIT) -> dict[str, list[dict[str, Any]]]:
+        """Both daemons' log events of case `n`: each daemon's lines between the case's start and
+        end marks. The end mark is logged now, after everything the daemons logged about the case
+        (the refusal came before the answer that ended it), so once every end mark has arrived
+        (waited for up to `limit`), all the case's lines have, in whatever order or delay the
+        daemons delivered them; lines of other cases never fall inside the marks."""
+        self._mark(n, "end")
+        with self._logged:
+            self._logged.wait_for(lambda: all(n in ended for ended in self._ended.values()),
+                                  timeout=limit)
+            out = {}
+            for node, ended in self._ended.items():
+                if n in ended:
+                    out[node] = ended.pop(n)
+                else:  # the daemon's events did not all come back in time: what did, of this case
+                    out[node] = list(self.logs[node]) if self._case[node] == n else []
+            return out
 
     def _agent(self, agent: Agent, command: dict[str, Any], timeout: float) -> dict[str, Any]:
         import json
@@ -179,7 +215,6 @@ class LabRig:
                 with suppress(Exception):
                     v.session.unload_shared({"id": secret})
         self.clean(force=True)
-        self._take_logs()
 
     # -- one case --------------------------------------------------------------------------------
     def case_plan(self, case: Case) -> tuple[LabPlan, str, str]:
@@ -206,10 +241,10 @@ class LabRig:
         configs = {gw.node: _vici_config(plan, gw, self.lab) for gw in plan.gateways}
         conn = plan.gateways[0].connections[0]
         lap("plan")
-        self._take_logs()
         wire = self.done % max(self.options.wire_every, 1) == 0
         initiate_log: list[str] = []
         try:
+            self._mark(n, "start")
             for node, config in configs.items():
                 self.sessions[node].load(config)
             lap("load")
@@ -239,10 +274,9 @@ class LabRig:
                 if problems:
                     failure = "; ".join(problems)
             if failure is not None:
-                self._settle_logs()
-                events = self._take_logs()
-                reason, evidence = cls.classify(initiate_log, events, failure,
-                                                timed_out=time.monotonic() >= deadline)
+                timed_out = time.monotonic() >= deadline
+                events = self.case_logs(n)
+                reason, evidence = cls.classify(initiate_log, events, failure, timed_out=timed_out)
                 outcome = reason or ERROR
                 detail = failure if reason is None else f"{reason}: {evidence}"
                 log_lines = cls.transcript(initiate_log, events, initiator, responder)
