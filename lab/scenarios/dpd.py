@@ -49,8 +49,7 @@ def _experiment(lab: Lab, result: ScenarioResult, action: str) -> None:
         with EventRecorder(lab) as rec:
             stream.start()
             time.sleep(STEADY)  # an experiment's own pacing, not a wait for a condition
-            t_cut = time.time()
-            impair.cut(lab, cloud.public_ip, customer.public_ip)
+            t_cut = impair.cut(lab, cloud.public_ip, customer.public_ip)
             result.mark(t_cut, "cut")
             dead = {}
             for gw in (cloud, customer):
@@ -72,8 +71,7 @@ def _experiment(lab: Lab, result: ScenarioResult, action: str) -> None:
                     "detection_error_s": _r(max(detected) - configured),
                 })
             _action_verdict(lab, result, action, cloud.node)
-            t_restore = time.time()
-            impair.restore(lab)
+            t_restore = impair.restore(lab)
             result.mark(t_restore, "restore")
             if action == "retry":
                 back = rec.wait_for(lambda e: e.node == cloud.node and e.kind == "child-updown"
@@ -165,15 +163,13 @@ def _experiment_off(lab: Lab, result: ScenarioResult, hold: int) -> None:
             before = _established(lab)
             stream.start()
             time.sleep(STEADY)  # an experiment's own pacing, not a wait for a condition
-            t_cut = time.time()
-            impair.cut(lab, cloud.public_ip, customer.public_ip)
+            t_cut = impair.cut(lab, cloud.public_ip, customer.public_ip)
             result.mark(t_cut, "cut")
             # the experiment: hold the cut for twice the timeout and record what the daemons do
             dead = rec.wait_for(lambda e: e.kind == "ike-updown" and e.up is False and e.time >= t_cut,
                                 timeout=hold)
             during = _established(lab)
-            t_restore = time.time()
-            impair.restore(lab)
+            t_restore = impair.restore(lab)
             result.mark(t_restore, "restore")
             time.sleep(POST + 1.0)  # let the stream show whether traffic resumes
             flow = stream.stop()
