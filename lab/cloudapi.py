@@ -22,7 +22,7 @@ from typing import Any
 from lab import catalogue as cat
 from lab.errors import LabError
 from lab.rules import DOCUMENTATION
-from lab.spec import LabSpec, SpecInvalid, Tunnel, parse_spec
+from lab.spec import LabSpec, SpecInvalid, Tunnel, fqdn_problem, name_problem, parse_spec, shown
 
 IKE = "IKEOptionsSpecification"
 IPSEC = "IPSECOptionsSpecification"
@@ -114,6 +114,14 @@ SPEC_TO_API = {
 }
 
 
+def plain(value: Any) -> str:
+    """A JSON value for a note or message: as written when it is a short printable string, else
+    quoted with control characters escaped (a note becomes a comment line of the spec written)."""
+    if isinstance(value, str) and value.isprintable() and len(value) <= 80:
+        return value
+    return shown(value, 80)
+
+
 # --------------------------------------------------------------------------------------------
 # Which object of the JSON is the tunnel
 
@@ -133,8 +141,11 @@ def select_connection(data: Any, connection: str | None = None) -> tuple[dict[st
         if not isinstance(entries, list) or not entries:
             raise LabError("VpnConnectionSet: the DescribeVpnConnections response lists no VPN "
                            "connection")
-        labels = [f"{e.get('VpnConnectionName', '?')} ({e.get('VpnConnectionId', 'no id')})"
-                  for e in entries]
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict):
+                raise LabError(f"VpnConnectionSet[{i}]: must be an object (a VPN connection)")
+        labels = [f"{plain(e.get('VpnConnectionName', '?'))} "
+                  f"({plain(e.get('VpnConnectionId', 'no id'))})" for e in entries]
         if connection is None:
             if len(entries) == 1:
                 return entries[0], "VpnConnectionSet[0]"
@@ -185,7 +196,7 @@ class _Reader:
                 return console
         if str(value).strip().upper() in newer:
             self.problems.append(
-                f"{name}: {value} is valid on newer gateways but the lab's catalogue does not "
+                f"{name}: {plain(value)} is valid on newer gateways but the lab's catalogue does not "
                 f"model it; the lab supports {', '.join(table)}")
         else:
             self.problems.append(f"{name}: must be one of {', '.join(table)} (got {value!r})")
@@ -337,11 +348,11 @@ def import_tunnel(
     notes: list[str] = []
     r = _Reader()
 
-    unknown = sorted(k for k in entry if k not in KNOWN | DESCRIBE_ONLY)
+    unknown = sorted(plain(k) for k in entry if k not in KNOWN | DESCRIBE_ONLY)
     if unknown:
         notes.append("ignored unknown fields: " + ", ".join(unknown))
-    ids = {k: entry[k] for k in ("VpnConnectionId", "VpnGatewayId", "CustomerGatewayId", "VpcId")
-           if entry.get(k)}
+    ids = {k: plain(entry[k]) for k in ("VpnConnectionId", "VpnGatewayId", "CustomerGatewayId",
+                                         "VpcId") if entry.get(k)}
 
     name = entry.get("VpnConnectionName")
     if not isinstance(name, str) or not name.strip():
@@ -351,10 +362,15 @@ def import_tunnel(
     elif len(name) > cat.TUNNEL_NAME_MAX:
         r.problems.append(f"VpnConnectionName: at most {cat.TUNNEL_NAME_MAX} characters "
                           f"(got {len(name)})")
+    elif problem := name_problem(name):
+        r.problems.append(f"VpnConnectionName: {problem}")
 
     key = entry.get("PreShareKey")
     if key == PSK_PLACEHOLDER:
         key = None
+    if isinstance(key, str) and key.startswith("env:") and psk is None:
+        r.problems.append("PreShareKey: starts with 'env:', which a spec reads as an environment "
+                          "variable's name, not as the key; pass --psk-env NAME")
     if psk is not None:
         where_from = f"environment variable {psk[4:]}" if psk.startswith("env:") else "an option"
         notes.append(f"pre_shared_key: from {where_from}" + (" (replaces the JSON's PreShareKey)"
@@ -565,6 +581,8 @@ def _identity(ike: dict, r: _Reader, addresses: _Addresses, side: str, kind: str
         name = ike.get(f"{side}FqdnName")
         if not name:
             r.problems.append(f"{IKE}.{side}FqdnName: required when {side}Identity is FQDN")
+        elif problem := fqdn_problem(name):
+            r.problems.append(f"{IKE}.{side}FqdnName: {problem}")
         return {"type": "fqdn", "value": name}
     if ip is None:
         return {"type": "address"}

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab import ipsecconf as ic
-from lab.errors import LabError
+from lab.errors import LabError, read_text
 from lab.render import write_private
 from lab.spec import LabSpec
 from lab.timing import patience
@@ -855,10 +855,8 @@ def _swanctl_view(tree: dict[str, Any], source: str) -> ic.CustomerConfig:
 
 
 def _read(path: Path, option: str) -> str:
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise LabError(f"{option} {path}: cannot read ({exc.strerror})") from None
+    """A file the user named with `option`: unreadable or not UTF-8 is a LabError naming it."""
+    return read_text(path, "the file", f"{option} {path}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from lab.errors import LabError
+from lab.errors import LabError, read_text
 
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -25,18 +25,23 @@ def _write_private(path: Path, text: str) -> None:
     """Spec and JSON files may hold a pre-shared key: create them mode 0600."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.chmod(path, 0o600)
     except OSError as exc:
         raise LabError(f"{path}: cannot write ({exc.strerror})") from None
 
 
+def _comment(text: str) -> str:
+    """One YAML comment line: a line break (or any control character) in `text`, e.g. from the
+    JSON or a file name, is escaped, so it cannot end the comment and add spec lines."""
+    return "# " + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) + "\n"
+
+
 def _read_json(path: Path) -> object:
+    text = read_text(path, "the API JSON")
     try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise LabError(f"{path}: cannot read ({exc.strerror})") from None
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise LabError(f"{path}: not valid JSON ({exc})") from None
 
@@ -72,8 +77,8 @@ def import_command(
     if psk is None:
         notes.append(f"pre_shared_key: taken from the JSON's PreShareKey and written into {output} "
                      "(mode 0600); --psk-env NAME keeps it out of the file")
-    header = f"# Imported by ipsec-lab from {path.name}; notes on values not taken from it:\n"
-    header += "".join(f"#  - {n}\n" for n in notes)
+    header = _comment(f"Imported by ipsec-lab from {path.name}; notes on values not taken from it:")
+    header += "".join(_comment(f" - {n}") for n in notes)
     _write_private(output, header + yaml.safe_dump(spec, sort_keys=False))
     out.print(f"[green]wrote[/] {output}: tunnel {spec['tunnels'][0]['name']}")
     for note in notes:
@@ -93,7 +98,9 @@ def export_command(
     from lab.cloudapi import export_tunnel_with_notes
     from lab.spec import load_spec
 
-    body, notes = export_tunnel_with_notes(load_spec(spec), tunnel, include_psk=include_psk)
+    # the key itself only with --include-psk: without it an unset env: variable is no error
+    body, notes = export_tunnel_with_notes(load_spec(spec, need_keys=include_psk), tunnel,
+                                           include_psk=include_psk)
     text = json.dumps(body, indent=2) + "\n"
     if output is None:
         sys.stdout.write(text)

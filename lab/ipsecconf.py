@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from lab import swanctl
-from lab.errors import LabError
+from lab.errors import LabError, read_text
 
 # strongSwan 5.9 defaults when a value is absent.
 IPSEC_CONF_DEFAULT_IKE = "aes128-sha256-modp3072"  # + the daemon's default proposal (no `!`)
@@ -213,7 +213,8 @@ def _include(pattern: str, source: str, number: int, base: Path | None,
     out: list[Section] = []
     for match in matches:
         p = Path(match)
-        out += parse_sections(p.read_text(), str(p), p.parent, depth + 1)
+        text = read_text(p, "the included file", f"{source}:{number}: include {match}")
+        out += parse_sections(text, str(p), p.parent, depth + 1)
     return out
 
 
@@ -371,7 +372,8 @@ def parse_secrets(text: str, source: str = "ipsec.secrets", base: Path | None = 
                 raise LabError(f"{source}:{number}: include needs the secrets file's path")
             for match in sorted(glob.glob(str(base / words[1]))):
                 p = Path(match)
-                out += parse_secrets(p.read_text(), str(p), p.parent)
+                text = read_text(p, "the included file", f"{source}:{number}: include {match}")
+                out += parse_secrets(text, str(p), p.parent)
             continue
         m = SECRET_LINE.match(line)
         if not m:
@@ -510,17 +512,11 @@ def _swanctl_connection(name: str, c: dict[str, Any], source: str) -> CustomerCo
 def load_customer_config(path: str | Path, secrets_path: str | Path | None = None) -> CustomerConfig:
     """Read a customer's ipsec.conf or swanctl.conf (detected from the content)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LabError(f"{path}: cannot read the customer configuration ({exc.strerror})") from None
+    text = read_text(path, "the customer configuration")
     secrets = None
     if secrets_path is not None:
         sp = Path(secrets_path)
-        try:
-            secrets = parse_secrets(sp.read_text(), str(sp), sp.parent)
-        except OSError as exc:
-            raise LabError(f"{sp}: cannot read the secrets ({exc.strerror})") from None
+        secrets = parse_secrets(read_text(sp, "the secrets"), str(sp), sp.parent)
     if looks_like_swanctl(text):
         config = from_swanctl(text, str(path))
         if secrets is not None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from pydantic import ValidationError
+
 from lab import catalogue as cat
 from lab import profiles
-from lab.spec import FQDN, Cidr, LabSpec, Tunnel
+from lab.spec import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel, location, message
 
 # The simulated internet uses documentation ranges only (RFC 5737): lab traffic never leaves.
 DOCUMENTATION = [Cidr("192.0.2.0/24"), Cidr("198.51.100.0/24"), Cidr("203.0.113.0/24")]
@@ -86,18 +88,22 @@ def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:
     yield from _profile_rules(prof, at, t)
     if t.ike.version == "v2" and t.ike.exchange_mode == "aggressive":
         yield f"{at}.ike.exchange_mode: aggressive mode exists only in IKEv1"
-    for side in ("local_id", "peer_id"):
-        ident = getattr(t.ike, side)
-        if ident.type == "fqdn" and not (ident.value and FQDN.match(ident.value)):
-            yield f"{at}.ike.{side}.value: an FQDN identity needs a domain name " \
-                  f"(got {ident.value!r})"
-        if ident.type == "address" and ident.value is not None:
-            try:
-                ipaddress.IPv4Address(ident.value)
-            except ValueError:
-                yield f"{at}.ike.{side}.value: an address identity needs an IPv4 address " \
-                      f"(got {ident.value!r})"
+    # identities (FQDN/address syntax) and the name's characters are the models' rules (lab.spec)
+    yield from _customer_rules(prof, at, t)
     yield from _health_rules(spec, at, t)
+
+
+def _customer_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
+    """`customer.ike`/`customer.ipsec` are free-form overrides of the tunnel's options: the
+    customer side (lab.plan) is the tunnel's options with them applied, so they must make valid
+    options (their IDs reach the customer's swanctl.conf, ipsec.conf and ipsec.secrets)."""
+    for section, model, own in (("ike", IkeOptions, t.ike), ("ipsec", IpsecOptions, t.ipsec)):
+        try:
+            model.model_validate({**own.model_dump(), **getattr(t.customer, section)},
+                                 context={"profile": prof})
+        except ValidationError as exc:
+            for e in exc.errors():
+                yield f"{at}.customer.{section}.{location(e['loc'])}: {message(e)}"
 
 
 def profile_of(spec: LabSpec) -> profiles.Profile:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,7 +29,7 @@ from pydantic import (
 
 from lab import catalogue as cat
 from lab import profiles
-from lab.errors import LabError
+from lab.errors import LabError, read_text
 
 IPv4 = ipaddress.IPv4Address
 Cidr = ipaddress.IPv4Network
@@ -81,8 +82,45 @@ CommunicationMode = Annotated[str, _choice("communication_mode")]
 DpdAction = Annotated[str, _choice("dpd_action")]
 ProfileName = Literal["tencent", "aws", "alibaba"]  # lab.profiles.NAMES
 
-FQDN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]"
-                  r"([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# Hostname-like (RFC 1123 labels), matched whole (`fullmatch`: `$` would let a final newline in).
+FQDN = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]"
+                  r"([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+# Names the user types that become names in generated files (tunnel names: connection, child and
+# secret sections of swanctl.conf, conns of ipsec.conf, charon's `<name|1>` log prefix). strongSwan's
+# settings syntax ends a name at whitespace, `{ } = # "`, ipsec.conf at whitespace and `=` (and
+# reserves `%` names); so a name is one hostname-like word that every one of them reads as itself.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_RULE = "letters, digits, '.', '_' and '-' only, starting with a letter or digit"
+RESERVED_NAMES = ("include",)  # swanctl.conf would read `include {` as an include statement
+
+
+def shown(value: Any, most: int = 40) -> str:
+    """A user's value for a one-line message: repr (control characters escaped), shortened."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[:most]}... ({len(str(value))} characters)"
+
+
+def name_problem(value: Any) -> str | None:
+    """Why `value` cannot be a tunnel name in the generated configs, or None."""
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        return f"must be {NAME_RULE} (it names swanctl.conf and ipsec.conf sections; got " \
+               f"{shown(value)})"
+    if value.lower() in RESERVED_NAMES:
+        return f"{value!r} is reserved in swanctl.conf (it starts an include statement)"
+    return None
+
+
+def fqdn_problem(value: Any) -> str | None:
+    """Why `value` cannot be an FQDN identity, or None: a host name (letters, digits and '-' in
+    dot-separated labels of at most 63, 253 in all), not one that reads as an IPv4 address."""
+    if not isinstance(value, str) or not FQDN.fullmatch(value):
+        return "an FQDN identity needs a domain name: letters, digits and '-' in dot-separated " \
+               f"labels (got {shown(value)})"
+    if value.rsplit(".", 1)[-1].isdigit():
+        return "an FQDN identity must not end in a numeric label: strongSwan would read " \
+               f"{value!r} as an IP address (use type address)"
+    return None
 
 
 class Strict(BaseModel):
@@ -93,12 +131,31 @@ class Identity(Strict):
     """Local or peer ID. An address ID without a value is the gateway's public IP."""
 
     type: Literal["address", "fqdn"] = "address"
-    value: str | None = None
+    value: Annotated[str | None, Field(validate_default=True)] = None
 
     @field_validator("type", mode="before")
     @classmethod
     def _type(cls, v: Any) -> str:
         return {"ip": "address", "ipaddress": "address"}.get(cat.normalise(str(v)), str(v).lower())
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """The ID is written into swanctl.conf, ipsec.conf and ipsec.secrets as it stands."""
+        kind = info.data.get("type")
+        if v is None and kind != "fqdn":
+            return v  # the gateway's public IP
+        if kind == "fqdn":
+            problem = fqdn_problem(v)
+            if problem:
+                raise ValueError(problem)
+        elif kind == "address":
+            try:
+                ipaddress.IPv4Address(v)
+            except ValueError:
+                raise ValueError(f"an address identity needs an IPv4 address (got {shown(v)})") \
+                    from None
+        return v
 
 
 class IkeOptions(Strict):
@@ -152,6 +209,29 @@ class HealthCheck(Strict):
     timeout_ms: int = 1000
 
 
+class UnsetKey(SecretStr):
+    """A pre-shared key `env:NAME` whose variable is not set, in a spec read only to be checked:
+    reading the key is a LabError naming the field and the variable."""
+
+    def __init__(self, variable: str, where: str = "pre_shared_key"):
+        super().__init__("")
+        self.variable = variable
+        self.where = where
+
+    def get_secret_value(self) -> str:
+        raise LabError(f"{self.where}: environment variable {self.variable} is not set (the "
+                       "pre-shared key is needed here)")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnsetKey) and other.variable == self.variable
+
+    def __hash__(self) -> int:
+        return hash(("UnsetKey", self.variable))
+
+    def __repr__(self) -> str:
+        return f"UnsetKey(env:{self.variable})"
+
+
 class CustomerGateway(Strict):
     public_ip: IPv4
     idc_cidrs: list[Cidr] = []
@@ -168,8 +248,15 @@ class CustomerOverrides(Strict):
     ipsec: dict[str, Any] = {}
 
 
+def _tunnel_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class Tunnel(Strict):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1), AfterValidator(_tunnel_name)]
     customer_gateway: CustomerGateway
     pre_shared_key: SecretStr
     negotiation_type: NegotiationType = "active"
@@ -185,11 +272,15 @@ class Tunnel(Strict):
 
     @field_validator("pre_shared_key", mode="before")
     @classmethod
-    def _secret_from_env(cls, v: Any) -> Any:
-        """`env:NAME` keeps the key out of the spec file."""
+    def _secret_from_env(cls, v: Any, info: ValidationInfo) -> Any:
+        """`env:NAME` keeps the key out of the spec file. Unset, it is an error where the key is
+        needed (the default); `validate` (need_keys=False) only checks the spec, so the key
+        stays unknown (`UnsetKey`) and using it is an error naming the variable."""
         if isinstance(v, str) and v.startswith("env:"):
             name = v[4:]
             if name not in os.environ:
+                if not ((info.context or {}).get("need_keys", True)):
+                    return UnsetKey(name)
                 raise ValueError(f"environment variable {name} is not set")
             return os.environ[name]
         return v
@@ -259,7 +350,8 @@ class SpecInvalid(LabError):
         super().__init__(f"{source}: invalid tunnel spec\n{lines}")
 
 
-def _location(loc: tuple) -> str:
+def location(loc: tuple) -> str:
+    """pydantic's error location as a spec field path: `tunnels[0].ike.dh_group`."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -271,8 +363,12 @@ def _location(loc: tuple) -> str:
     return out
 
 
-def parse_spec(data: Any, source: str = "spec") -> LabSpec:
-    """Validate a spec already loaded from YAML/JSON."""
+def parse_spec(data: Any, source: str = "spec", *, need_keys: bool = True) -> LabSpec:
+    """Validate a spec already loaded from YAML/JSON.
+
+    `need_keys=False` checks the spec without its pre-shared keys: an `env:NAME` whose variable
+    is not set becomes an `UnsetKey` (see `unset_keys`) instead of an error.
+    """
     from lab.rules import check_rules
 
     if not isinstance(data, dict):
@@ -281,10 +377,13 @@ def parse_spec(data: Any, source: str = "spec") -> LabSpec:
     if profile.name != profiles.DEFAULT and isinstance(data.get("tunnels"), list):
         data = {**data, "tunnels": [profile.with_defaults(t) for t in data["tunnels"]]}
     try:
-        spec = LabSpec.model_validate(data, context={"profile": profile})
+        spec = LabSpec.model_validate(data, context={"profile": profile, "need_keys": need_keys})
     except ValidationError as exc:
-        problems = [f"{_location(e['loc'])}: {_message(e)}" for e in exc.errors()]
+        problems = [f"{location(e['loc'])}: {message(e)}" for e in exc.errors()]
         raise SpecInvalid(source, problems) from None
+    for i, t in enumerate(spec.tunnels):
+        if isinstance(t.pre_shared_key, UnsetKey):
+            t.pre_shared_key.where = f"tunnels[{i}].pre_shared_key"
     problems = check_rules(spec)
     if problems:
         raise SpecInvalid(source, problems)
@@ -301,7 +400,8 @@ def _profile_of(data: dict) -> profiles.Profile:
         return profiles.get(None)
 
 
-def _message(error: dict) -> str:
+def message(error: dict) -> str:
+    """pydantic's error message in the spec's words."""
     msg = error["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -331,14 +431,18 @@ def dump_spec(spec: LabSpec) -> dict[str, Any]:
     return plain(spec.model_dump())
 
 
-def load_spec(path: str | Path) -> LabSpec:
+def unset_keys(spec: LabSpec) -> list[tuple[str, str]]:
+    """(field, variable) of every `env:` pre-shared key whose variable is not set (need_keys=False)."""
+    return [(t.pre_shared_key.where, t.pre_shared_key.variable) for t in spec.tunnels
+            if isinstance(t.pre_shared_key, UnsetKey)]
+
+
+def load_spec(path: str | Path, *, need_keys: bool = True) -> LabSpec:
+    """Read and validate a spec file (UTF-8 YAML); `need_keys` as in `parse_spec`."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LabError(f"{path}: cannot read spec ({exc.strerror})") from None
+    text = read_text(path, "spec")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise LabError(f"{path}: not valid YAML ({exc})") from None
-    return parse_spec(data, str(path))
+    return parse_spec(data, str(path), need_keys=need_keys)

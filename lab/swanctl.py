@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError
+from lab.errors import LabError, read_text
 
 # Keys swanctl sends as lists (comma separated in the file).
 LIST_KEYS = {
@@ -67,10 +67,7 @@ def _include(pattern: str, source: str, number: int, base: Path | None,
     merged: dict[str, Any] = {}
     for match in sorted(glob.glob(str(path if path.is_absolute() else base / path))):
         included = Path(match)
-        try:
-            text = included.read_text()
-        except OSError as exc:
-            raise LabError(f"{source}:{number}: include {match}: {exc.strerror}") from None
+        text = read_text(included, "the included file", f"{source}:{number}: include {match}")
         _merge(merged, parse(text, str(included), included.parent, depth + 1))
     return merged
 

@@ -150,7 +150,7 @@ def test_written_files_are_private(tmp_path):
     plan = build_plan(load_spec(EXAMPLES / "default.yaml"), "t", LIBIPSEC)
     files = write_configs(plan, tmp_path / "out", lambda node: f"/run/x/{node}")
     assert {p.name for p in files} == {"strongswan.conf", "swanctl.conf", "ipsec.conf",
-                                       "ipsec.secrets"}
+                                       "ipsec.secrets", "gateway.nft"}
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lab.rules import unsupported
-from lab.spec import SpecInvalid, dump_spec, load_spec, parse_spec
+from lab.spec import SpecInvalid, dump_spec, load_spec, parse_spec, unset_keys
 from tests.conftest import EXAMPLES
 
 BASE = {
@@ -211,6 +211,27 @@ def test_dump_round_trips():
 def test_examples_are_valid(path, monkeypatch):
     monkeypatch.setenv("IPSEC_LAB_PSK_V1MAIN", "x")
     assert load_spec(path).tunnels
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_check_without_their_keys(path, monkeypatch):
+    """What `validate` does: no environment needed, an unset env: key is only reported."""
+    monkeypatch.delenv("IPSEC_LAB_PSK_V1MAIN", raising=False)
+    parsed = load_spec(path, need_keys=False)
+    expected = [("tunnels[0].pre_shared_key", "IPSEC_LAB_PSK_V1MAIN")] \
+        if path.name == "ikev1-main.yaml" else []
+    assert unset_keys(parsed) == expected
+
+
+def test_tunnel_name_and_fqdn_rules():
+    assert problems(spec(name="a\nb; rm -rf /"))[0].startswith(
+        "tunnels[0].name: must be letters, digits, '.', '_' and '-' only")
+    assert problems(spec(name="include")) == [
+        "tunnels[0].name: 'include' is reserved in swanctl.conf (it starts an include statement)"]
+    parse_spec(spec(name="idc-shanghai.v2_a"))
+    for fqdn in ("cgw.example\n", "1.2.3.4", "a b.example"):
+        found = problems(spec(ike={"local_id": {"type": "fqdn", "value": fqdn}}))
+        assert found[0].startswith("tunnels[0].ike.local_id.value: an FQDN identity"), found
 
 
 @pytest.mark.parametrize("path", sorted((EXAMPLES / "invalid").glob("*.yaml")), ids=lambda p: p.name)

@@ -19,7 +19,7 @@ import yaml
 
 from lab import catalogue as cat
 from lab import profiles
-from lab.errors import LabError
+from lab.errors import LabError, read_text
 
 # What a case is expected to end in (and what the executor reports as its outcome).
 ESTABLISHED = "established"
@@ -370,10 +370,9 @@ class MatrixRequest:
 def load_matrix_file(path: str | Path, profile: str | None = None) -> MatrixRequest:
     """`{strategy: pairwise, dimensions: {ike_version: [v2], ...}, negatives: true, base: {...}}`."""
     path = Path(path)
+    text = read_text(path, "matrix file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise LabError(f"{path}: cannot read matrix file ({exc.strerror})") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise LabError(f"{path}: not valid YAML ({exc})") from None
     if data is None:

@@ -2,8 +2,11 @@
 
     ipsec-lab matrix [SPEC] --strategy pairwise --only ike_version=v2 --jobs 2 \
         --json m.json --junit m.xml --html m.html
-    ipsec-lab matrix --resume matrix-results.jsonl          # continue an interrupted run
+    ipsec-lab matrix --resume RESULTS.jsonl                 # continue an interrupted run
     ipsec-lab matrix --shard 1/2 --results s1.jsonl; ipsec-lab report merge s1.jsonl s2.jsonl --html m.html
+
+Without --results the results file goes under the lab's state root (`RESULTS_DIR`, e.g.
+/run/ipsec-lab/matrix_results/), never into the current directory; the run says where.
 
 Exit status: 0 when every case ended as expected, 1 when any did not, 2 on a usage or lab error
 (printed without traceback), 130 when interrupted (the labs are torn down, the results file keeps
@@ -12,6 +15,7 @@ every finished case for --resume).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -24,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lab.errors import LabError
+from lab.errors import LabError, read_text
 from lab.matrix import cases as mc
 from lab.matrix import results as mr
 from lab.matrix.results import CaseResult
@@ -34,6 +38,34 @@ err = Console(stderr=True)
 
 _STATUS_STYLE = {"passed-positive": "green", "passed-negative": "green", "unsupported": "blue",
                  "failed": "red", "error": "bold red"}
+
+
+RESULTS_DIR = "matrix_results"  # under lab.state.ROOT; no lab can take the name (labs have no '_')
+RESULTS_HELP = ("Results file (JSON Lines, one case per line, written as cases finish). Default: "
+                f"a new file in {RESULTS_DIR}/ under the lab state root (/run/ipsec-lab, or "
+                "$IPSEC_LAB_STATE), never in the current directory; the run prints where. /run is "
+                "a tmpfs: pass --results to keep them.")
+
+
+def default_results_file() -> Path:
+    """A new results file under the lab's state root (mode 0700 directory)."""
+    from lab import state
+
+    directory = state.ROOT / RESULTS_DIR
+    try:
+        state.ROOT.mkdir(parents=True, exist_ok=True, mode=0o755)
+        directory.mkdir(exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise LabError(f"{directory}: cannot create the default results directory "
+                       f"({exc.strerror}); pass --results FILE") from None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return directory / f"matrix-results-{stamp}-{os.getpid()}.jsonl"
+
+
+def check_results_file(path: Path, option: str) -> None:
+    """A results file the user gave (--resume, report merge) must be UTF-8 text if it exists."""
+    if path.exists():
+        read_text(path, "matrix results", f"{option} {path}")
 
 
 def resolve_backend(requested: str) -> str:
@@ -145,9 +177,7 @@ def matrix(
     html_path: Annotated[Path | None, typer.Option("--html", help="Write the HTML report.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Results file of an interrupted run: skip "
                                                      "its finished cases and append to it.")] = None,
-    results_path: Annotated[Path | None, typer.Option("--results", help="Results file (JSON Lines, "
-                                                      "one case per line, written as cases finish).")]
-    = None,
+    results_path: Annotated[Path | None, typer.Option("--results", help=RESULTS_HELP)] = None,
     case_timeout: Annotated[float, typer.Option(help="Seconds before a case counts as timeout.")] = 10.0,
     backend: Annotated[str, typer.Option(help="netns, docker or auto.")] = "auto",
     limit: Annotated[int | None, typer.Option(help="Run at most N pending cases.")] = None,
@@ -196,11 +226,12 @@ def matrix(
                                         chosen_profile)
     if resume is not None and results_path is not None and resume.resolve() != results_path.resolve():
         raise LabError("--resume and --results name different files; --resume appends to its file")
-    target = resume or results_path or Path(
-        f"matrix-results-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl")
+    if resume is not None:
+        if not resume.exists():
+            raise LabError(f"--resume: {resume} does not exist")
+        check_results_file(resume, "--resume")
     done = mr.load_done(resume) if resume is not None else {}
-    if resume is not None and not resume.exists():
-        raise LabError(f"--resume: {resume} does not exist")
+    target = resume or results_path or default_results_file()
     pending = [c for c in cases if c.id not in done]
     if limit is not None:
         pending = pending[:limit]
@@ -259,7 +290,9 @@ def matrix(
     write_reports(results, meta, secrets, json_path, junit_path, html_path)
     print_summary(results)
     rate = f", {meta['cases_per_s']} verified cases/s" if meta["cases_per_s"] else ""
-    out.print(f"{len(new)} case(s) run in {duration:.1f}s{rate}; results: {target}")
+    where = "" if resume or results_path else " (the default place; --results FILE chooses)"
+    out.print(f"{len(new)} case(s) run in {duration:.1f}s{rate}; results: {target}{where}",
+              highlight=False, soft_wrap=True)  # one line: the path stays whole in CI logs
     if interrupted:
         err.print(f"interrupted: labs torn down; continue with --resume {target}")
         raise KeyboardInterrupt
@@ -276,6 +309,8 @@ def merge_command(
     html_path: Annotated[Path | None, typer.Option("--html", help="Write the HTML report.")] = None,
 ) -> None:
     """Join matrix results files (shards, resumed runs) into one report."""
+    for path in files:
+        check_results_file(path, "report merge")
     results = mr.merge(files)
     meta = {"merged": [str(f) for f in files], "cases": len(results),
             "shards": sorted({r.shard for r in results if r.shard})}
