@@ -36,10 +36,10 @@ setup-vm:
 
 # The tests marked `kernel` on the kernel's XFRM dataplane: in a QEMU guest with the
 # distribution's stock kernel where this host's kernel has no ESP, directly where it has.
-KERNEL_TESTS = env IPSEC_LAB_EXPECT_DATAPLANE=kernel .venv/bin/pytest -ra -m kernel -p no:cacheprovider
+KERNEL_TESTS = env IPSEC_LAB_EXPECT_DATAPLANE=kernel .venv/bin/pytest -ra -m kernel -p no:cacheprovider -n 2 --durations=15
 test-kernel: setup
 	@if $(LAB) vm needed; then $(MAKE) --no-print-directory setup-vm && \
-		$(LAB) vm run --timeout 3000 -- $(KERNEL_TESTS); else $(KERNEL_TESTS); fi
+		$(LAB) vm run --quiet --timeout 3000 -- $(KERNEL_TESTS); else $(KERNEL_TESTS); fi
 
 lint: setup
 	.venv/bin/ruff check lab tests bench

@@ -36,11 +36,12 @@ def _progress(message: str) -> None:
 
 @app.command()
 def validate(spec: SpecPath) -> None:
-    """Check a tunnel spec against the console's rules."""
+    """Check a tunnel spec against the console's rules (no pre-shared key needed: an unset
+    env: variable is a note here, and an error where the key is used)."""
     from lab.rules import unsupported
-    from lab.spec import load_spec
+    from lab.spec import load_spec, unset_keys
 
-    parsed = load_spec(spec)
+    parsed = load_spec(spec, need_keys=False)
     mappings = sum(len(t.mappings()) for t in parsed.tunnels)
     out.print(f"[green]valid[/]: {spec}: {len(parsed.tunnels)} tunnel(s), {mappings} SPD "
               "mapping(s)")
@@ -52,6 +53,10 @@ def validate(spec: SpecPath) -> None:
         out.print(f"[dim]  assumed: {assumption}[/]", highlight=False)
     for warning in unsupported(parsed):
         out.print(f"[yellow]warning[/]: {warning} (valid for the cloud; a lab run refuses it)")
+    for field, variable in unset_keys(parsed):
+        out.print(f"[cyan]note[/]: {field}: environment variable {variable} is not set (not "
+                  "needed to validate; up, render, export --include-psk and matrix/scenario runs "
+                  "need it)", highlight=False)
 
 
 @app.command()
@@ -265,6 +270,9 @@ def vm_run(
     share: Annotated[list[Path] | None, typer.Option(
         help="A host directory the guest may write to, at the same path (repeatable); the "
              "rest of the guest's writes vanish with it.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Say nothing of the guest itself unless it failed "
+                                             "to run the command (the command's output stays "
+                                             "the last thing printed).")] = False,
 ) -> None:
     """Boot the guest over this host's root, run COMMAND in the current directory, return its code."""
     from lab import vm
@@ -275,7 +283,12 @@ def vm_run(
         raise LabError("--cpus must be 1-64, --memory 256-262144 MiB, --timeout > 0")
     guest = vm.Guest(cpus=cpus, memory_mb=memory, timeout=timeout, accel=accel,
                      shares=tuple(share or ()))
-    raise typer.Exit(vm.run(command, guest, progress=_progress))
+    said: list[str] = []
+    code = vm.run(command, guest, progress=said.append if quiet else _progress)
+    if quiet and code in (vm.EXIT_TIMEOUT, vm.EXIT_NO_RESULT):
+        for message in said:
+            _progress(message)
+    raise typer.Exit(code)
 
 
 @vm_app.command("kernel")

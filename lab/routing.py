@@ -9,9 +9,16 @@ make the route table visible and carry traffic before a CHILD_SA exists (traffic
 what decides which tunnel carries a destination is the selectors derived from the route table.
 libipsec cannot tell two tunnels with the same selectors apart (one TUN device, first policy
 wins), which is why destination routes are narrowed to per-destination selectors instead of
-0.0.0.0/0. On the kernel dataplane strongSwan's routes and XFRM policies do the same work;
-0.0.0.0/0 selectors with one XFRM interface per tunnel need ESP in the kernel, which the
-machines this was built on lack, so that variant is not implemented.
+0.0.0.0/0.
+
+On the kernel dataplane the lab installs no route of its own: strongSwan's kernel-netlink puts
+a source route per CHILD_SA into table 220 (the remote selector via the peer's public address,
+with a source inside the local selector), so forwarded traffic reaches the XFRM policies, and
+a destination no CHILD_SA covers has no route and is dropped at the gateway. Those routes name
+the peer as next hop, which the kernel accepts only when the route to the peer has link scope
+(lab.backends.netns.configure_node gives the /32 WAN routes that scope); traffic that matches
+no policy never leaves in clear (configs/templates/gateway.nft.j2). Tested in the VM harness
+(lab.vm). 0.0.0.0/0 selectors with one XFRM interface per tunnel are not implemented yet.
 """
 
 from __future__ import annotations

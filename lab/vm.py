@@ -43,6 +43,7 @@ GUEST_MODULES = ["xfrm_user", "xfrm_algo", "esp4", "ah4", "xfrm4_tunnel", "xfrm_
                  "nf_nat", "nft_ct", "nf_conntrack", "dummy"]
 KVM_PROBE_SECONDS = 20.0
 EXIT_NO_RESULT = 125
+EXIT_TIMEOUT = 124
 # measured: Python runs ~20x slower under TCG than on the host; the lab's bounded waits (not
 # its protocol timers) are stretched by this much there unless IPSEC_LAB_SLOWDOWN says otherwise
 TCG_SLOWDOWN = 10
@@ -242,8 +243,8 @@ def run(argv: list[str], guest: Guest, cwd: Path | None = None,
         progress: Progress = lambda _: None, out=None) -> int:
     """Boot, run `argv` in `cwd` (default: the current directory), stream its output, power off.
 
-    Returns the command's exit code (EXIT_NO_RESULT if the guest ended without one, 124 on the
-    time-out). The guest is killed on every way out of this function.
+    Returns the command's exit code (EXIT_NO_RESULT if the guest ended without one,
+    EXIT_TIMEOUT on the time-out). The guest is killed on every way out of this function.
     """
     if not argv:
         raise LabError("vm run: give the command to run in the guest after --")
@@ -341,7 +342,7 @@ def _boot(job: Path, argv: list[str], cwd: Path, kernel: Kernel, guest: Guest, a
             if elapsed > guest.timeout:
                 progress(f"guest timed out after {guest.timeout:.0f} s: killed")
                 _show_console(job, progress)
-                return 124
+                return EXIT_TIMEOUT
             time.sleep(0.2)
         if probe:  # ended within the probe's time: KVM worked only if the guest printed
             works = _console_size(job) > 0

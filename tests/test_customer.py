@@ -183,6 +183,7 @@ def _why(report):
 
 
 @pytest.mark.integration
+@pytest.mark.kernel
 def test_swanctl_conf_as_written_interoperates(customer_lab):
     name = customer_lab(GUANGZHOU, CUSTOMER / "swanctl.conf")
     report = run_check(lifecycle.attach(name))  # as `ipsec-lab check` does after `up`
@@ -195,6 +196,7 @@ def test_swanctl_conf_as_written_interoperates(customer_lab):
 
 
 @pytest.mark.integration
+@pytest.mark.kernel
 def test_ipsec_conf_with_also_interoperates_and_strongswan_conf_is_merged(customer_lab):
     name = customer_lab(SHANGHAI, CUSTOMER / "ipsec.conf", CUSTOMER / "ipsec.secrets",
                         CUSTOMER / "strongswan.conf")

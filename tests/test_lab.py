@@ -36,6 +36,7 @@ def assert_gone(name, backend):
     assert not labstate.lab_dir(name).exists()
 
 
+@pytest.mark.kernel
 def test_default_ikev2(ipsec_lab, backend):
     lab = ipsec_lab(EXAMPLES / "default.yaml", backend)
     report = lab.check()
@@ -45,12 +46,29 @@ def test_default_ikev2(ipsec_lab, backend):
     assert len(findings(report, "data")) == 4  # udp + icmp, both directions
     wire = {f.check: f for f in findings(report, "wire")}
     assert wire["no marker in clear"].ok and wire["ESP carried the probes"].ok
+    # the kernel's ESP is IP protocol 50 without NAT; libipsec always encapsulates in UDP 4500
+    encapsulation = "ESP (IP protocol 50)" if lab.lab.plan.dataplane.name == "kernel" \
+        else "ESP in UDP 4500"
+    assert wire["ESP carried the probes"].detail.startswith(encapsulation + ":")
+    for leg in ("198.51.100.2>203.0.113.1", "203.0.113.1>198.51.100.2"):  # both directions
+        assert leg in wire["ESP carried the probes"].detail
     with lab.vici("vpngw") as v:
         ike = next(sa for sa in v.sas() if sa["name"] == "tunnel-default")
     assert (ike["version"], ike["initiator"], ike["encr-alg"], ike["dh-group"]) == \
         ("2", "yes", "AES_CBC", "MODP_2048")
 
 
+@pytest.mark.kernel
+@pytest.mark.parametrize("example", ["aws.yaml", "alibaba.yaml"])
+def test_other_clouds_examples_pass_check(ipsec_lab, backend, example):
+    """The examples no other test here brings up: every check passes on this dataplane."""
+    lab = ipsec_lab(EXAMPLES / example, backend)
+    report = lab.check()
+    assert_all_pass(report)
+    assert {f.plane for f in report.findings} == {"control", "data", "wire"}
+
+
+@pytest.mark.kernel
 def test_ikev1_main_with_psk_from_environment(ipsec_lab, backend, monkeypatch):
     monkeypatch.setenv("IPSEC_LAB_PSK_V1MAIN", "v1-main-test-key")
     lab = ipsec_lab(EXAMPLES / "ikev1-main.yaml", backend)
@@ -62,6 +80,7 @@ def test_ikev1_main_with_psk_from_environment(ipsec_lab, backend, monkeypatch):
     assert (ike["version"], ike["encr-alg"], ike["integ-alg"]) == ("1", "3DES_CBC", "HMAC_SHA1_96")
 
 
+@pytest.mark.kernel
 def test_ikev1_aggressive_fqdn_passive(ipsec_lab, backend):
     lab = ipsec_lab(EXAMPLES / "ikev1-aggressive-fqdn.yaml", backend)
     with lab.vici("vpngw") as v:
@@ -74,6 +93,7 @@ def test_ikev1_aggressive_fqdn_passive(ipsec_lab, backend):
     assert all("DH none in quick mode" in f.detail for f in findings(report, "control", "PFS"))
 
 
+@pytest.mark.kernel
 def test_multi_mapping_spd(ipsec_lab, backend):
     lab = ipsec_lab(EXAMPLES / "spd-multi-mapping.yaml", backend)
     report = lab.check()
@@ -89,6 +109,7 @@ def test_multi_mapping_spd(ipsec_lab, backend):
         ("192.168.2.0/24", "10.0.1.0/24"), ("192.168.2.0/24", "10.0.2.0/24")]
 
 
+@pytest.mark.kernel
 def test_traffic_triggered_waits_for_vpc_traffic(ipsec_lab, backend):
     lab = ipsec_lab(spec(negotiation_type="traffic-triggered", ike={"version": "v2"}), backend)
     with lab.vici("vpngw") as v:
@@ -109,6 +130,7 @@ def test_traffic_triggered_waits_for_vpc_traffic(ipsec_lab, backend):
     assert_all_pass(lab.check())
 
 
+@pytest.mark.kernel
 def test_wrong_psk_fails_with_authentication_error_and_leaves_nothing(backend, tmp_path):
     path = tmp_path / "wrong.yaml"
     import yaml
@@ -171,6 +193,7 @@ def test_down_after_the_orchestrator_is_killed(backend):
     assert again.returncode == 0 and "nothing to remove" in again.stdout
 
 
+@pytest.mark.kernel
 def test_destination_route_beside_spd_policy(ipsec_lab, backend):
     lab = ipsec_lab(EXAMPLES / "destination-route-mixed.yaml", backend)
     report = lab.check()
@@ -187,6 +210,7 @@ def test_destination_route_beside_spd_policy(ipsec_lab, backend):
     }
 
 
+@pytest.mark.kernel
 def test_a_gateway_at_the_200_mapping_limit(ipsec_lab, backend):
     tunnels = []
     for k in range(4):  # 4 tunnels x (10 local x 5 peer ranges) = 200 mappings

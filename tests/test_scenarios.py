@@ -36,6 +36,7 @@ def assert_passed(result: ScenarioResult, *names: str) -> None:
         assert name in got, f"verdict {name!r} missing: {sorted(got)}"
 
 
+@pytest.mark.kernel
 def test_dpd_ikev2_retry(backend: str) -> None:
     from lab.scenarios.dpd import run_dpd
 
@@ -51,6 +52,7 @@ def test_dpd_ikev2_retry(backend: str) -> None:
     assert 0 < udp["delivered"] < udp["sent"] and udp["duplicated"] == 0
 
 
+@pytest.mark.kernel
 def test_dpd_ikev1_disconnect(backend: str) -> None:
     from lab.scenarios.dpd import run_dpd
 
@@ -61,6 +63,7 @@ def test_dpd_ikev1_disconnect(backend: str) -> None:
                   "traffic flows again after recovery", "no payload marker in clear on the wire")
 
 
+@pytest.mark.kernel
 def test_dpd_off(backend: str) -> None:
     from lab.scenarios.dpd import run_dpd_off
 
@@ -73,6 +76,7 @@ def test_dpd_off(backend: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["active", "passive", "traffic-triggered"])
+@pytest.mark.kernel
 def test_negotiation(backend: str, kind: str) -> None:
     from lab.scenarios.negotiation import run_negotiation
 
@@ -91,6 +95,7 @@ def test_negotiation(backend: str, kind: str) -> None:
     ("v1", "time"),  # the customer side leaves IKEv1 reauthentication to the cloud (lab.plan)
     ("v2", "volume"),
 ])
+@pytest.mark.kernel
 def test_rekey(backend: str, version: str, trigger: str) -> None:
     from lab.scenarios.rekey import run_rekey
 
@@ -113,6 +118,7 @@ def test_rekey(backend: str, version: str, trigger: str) -> None:
     # not hide it, it only does not fail CI on a protocol property (see the issue note).
 
 
+@pytest.mark.kernel
 def test_hostile(backend: str) -> None:
     from lab.scenarios.hostile import run_hostile
 
@@ -126,6 +132,7 @@ def test_hostile(backend: str) -> None:
     assert "<svg" in to_html([r]) and "failures=\"0\"" in to_junit([r])
 
 
+@pytest.mark.kernel
 def test_failover(backend: str) -> None:
     from lab.scenarios.failover import run_failover
 
