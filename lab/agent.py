@@ -326,11 +326,13 @@ def stream(args: argparse.Namespace) -> None:
     sock = _KernelRouted()
     sent: list[tuple[int, float]] = []
     interval, seq = 1.0 / args.rate, 0
+    pad = b"\0" * max(0, args.size)  # ends the marker (not printable); volume for byte lifetimes
     next_at = time.monotonic()
     while not stop.is_set():
         seq += 1
         ip = IP(src=args.src, dst=args.dst)
-        sock.send(ip / UDP(sport=args.port, dport=args.port) / Raw(f"{prefix}-{tag}-u-{seq}".encode()))
+        sock.send(ip / UDP(sport=args.port, dport=args.port)
+                  / Raw(f"{prefix}-{tag}-u-{seq}".encode() + pad))
         if args.icmp:
             sock.send(ip / ICMP(id=0x1AC, seq=seq & 0xFFFF) / Raw(f"{prefix}-{tag}-i-{seq}".encode()))
         sent.append((seq, time.time()))
@@ -451,6 +453,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50.0)
     p.add_argument("--icmp", action="store_true")
     p.add_argument("--drain", type=float, default=0.5)
+    p.add_argument("--size", type=int, default=0, help="UDP padding bytes after the marker")
     p = sub.add_parser("hostile")
     p.add_argument("--iface", required=True)
     p.add_argument("--flood", type=int, default=100, help="spoofed IKE_SA_INIT per target")

@@ -16,8 +16,11 @@ from lab.scenarios.base import WireWatch, lab_name, running_lab, variant
 from lab.scenarios.events import Event, EventRecorder
 from lab.scenarios.report import ScenarioResult
 from lab.scenarios.stream import Stream
+from lab.timing import patience
 
 WINDOW = (-0.5, 1.0)  # seconds around a rekey in which a lost packet counts against it
+SETTLE = 5.0  # s an IKE rekey in progress at the end may take to settle
+VOLUME_PADDING = 1000  # bytes per UDP packet of the stream when the lifetime is a volume
 RATE_SAMPLE = 3.0  # seconds of stream over which the SA's byte rate is measured (volume rekeys)
 
 
@@ -64,7 +67,8 @@ def _experiment(lab: Lab, result: ScenarioResult, rekeys: int) -> None:
     cloud = lab.plan.gateways[0]
     conn = cloud.connections[0]
     first_spis = _spis(lab, cloud.node)
-    stream = Stream(lab)
+    by_volume = conn.child_life_bytes <= 10**9
+    stream = Stream(lab, size=VOLUME_PADDING if by_volume else 0)
     wire = WireWatch(lab, [stream.prefix])
     try:
         with EventRecorder(lab, ["child-rekey", "ike-rekey"]) as rec:
@@ -72,7 +76,7 @@ def _experiment(lab: Lab, result: ScenarioResult, rekeys: int) -> None:
             # enough stream for `rekeys` CHILD_SA rekeys, bounded: by time, the rekey time; by
             # volume, the rekey bytes at the rate the SA counts them (a slow machine's stream
             # carries fewer bytes a second, and the kernel and libipsec count differently)
-            if conn.child_life_bytes > 10**9:
+            if not by_volume:
                 per_rekey = float(conn.child_rekey_time)
             else:
                 rate = _byte_rate(lab, cloud.node, RATE_SAMPLE)
@@ -105,8 +109,15 @@ def _experiment(lab: Lab, result: ScenarioResult, rekeys: int) -> None:
     final_spis = _spis(lab, cloud.node)
     result.verdict("new SPIs replaced the old ones", bool(final_spis) and not (final_spis & first_spis),
                    f"before {sorted(first_spis)}, after {sorted(final_spis)}")
-    with lab.vici(cloud.node) as v:
-        ike_states = [sa.get("state", "") for sa in v.sas() if sa["name"] == conn.tunnel]
+    # a snapshot may fall inside an IKE rekey (the old SA deleting, the new one not yet listed):
+    # await the settled state, bounded; IKE_SAs that multiplied stay more than one
+    deadline = time.monotonic() + patience(SETTLE)
+    while True:
+        with lab.vici(cloud.node) as v:
+            ike_states = [sa.get("state", "") for sa in v.sas() if sa["name"] == conn.tunnel]
+        if ike_states == ["ESTABLISHED"] or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     result.metrics["ike_sas_at_end"] = ike_states
     # IKEv1 has no IKE_SA rekey, only reauthentication; when both peers reauthenticate on their own
     # timers strongSwan keeps both new ISAKMP SAs, and every round doubles them.

@@ -99,12 +99,14 @@ class Stream:
     """Both ends of a stream over one mapping: idc host <-> vpc host."""
 
     def __init__(self, lab: Lab, probe: MappingProbe | None = None, rate: float = DEFAULT_RATE,
-                 icmp: bool = True):
+                 icmp: bool = True, size: int = 0):
+        """`size`: padding bytes per UDP packet (byte-lifetime rekeys need volume, not rate)."""
         self.lab, self.rate = lab, rate
         self.probe = probe or lab.plan.probes[0]
         self.prefix = f"ILAB{secrets.token_hex(4)}"
         p = self.probe
-        common = ["--iface", "eth0", "--prefix", self.prefix, "--rate", str(rate)]
+        common = ["--iface", "eth0", "--prefix", self.prefix, "--rate", str(rate),
+                  "--size", str(size)]
         if icmp:
             common.append("--icmp")
         self.ends = {
