@@ -380,12 +380,14 @@ def _console_size(job: Path) -> int:
     return console.stat().st_size if console.exists() else 0
 
 
-class _Interrupted(Exception):
-    pass
+class Interrupted(LabError):
+    """SIGTERM while a guest runs: the guest is killed on the way out."""
 
 
 def _interrupt(signum: int, _frame) -> None:
-    raise KeyboardInterrupt if signum == signal.SIGINT else _Interrupted(f"signal {signum}")
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Interrupted(f"stopped by signal {signum}; the guest was killed")
 
 
 def _show_console(job: Path, progress: Progress) -> None:
