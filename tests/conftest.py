@@ -12,10 +12,7 @@ EXAMPLES = ROOT / "configs" / "examples"
 
 
 def _docker_unavailable() -> str | None:
-    try:
-        from lab.backends.docker import DockerBackend  # noqa: F401
-    except ImportError as exc:
-        return f"the docker backend cannot be imported here ({exc})"
+    """Only a missing engine skips: the backend's own import is a hard dependency."""
     from lab.engine import engine_client
 
     if engine_client() is None:

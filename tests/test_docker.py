@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import lab.backends.docker as docker_backend  # a hard dependency: imported, never skipped
 from lab import lifecycle
 from lab import state as labstate
 from lab.dataplane import Dataplane
@@ -29,7 +30,6 @@ from lab.spec import parse_spec
 from tests.conftest import EXAMPLES, ROOT
 from tests.test_spec import spec as spec_dict
 
-docker_backend = pytest.importorskip("lab.backends.docker")
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
 LIBIPSEC = Dataplane("libipsec", "test")
 

@@ -171,15 +171,12 @@ def test_second_build_reuses_the_image(client: docker.DockerClient, tag: str) ->
     assert tag == image.image_tag()
     first = client.images.get(tag)
     messages: list[str] = []
-    started = time.monotonic()
     again = image.build_image(client, "auto", progress=messages.append)
-    elapsed = time.monotonic() - started
     second = client.images.get(again)
     assert again == tag
     assert second.id == first.id
     assert second.attrs["Created"] == first.attrs["Created"]
-    assert any("up to date" in m for m in messages), messages
-    assert elapsed < 5, f"a cached build took {elapsed:.1f} s"
+    assert any("up to date" in m for m in messages), messages  # its speed: bench/bench_image.py
 
 
 @pytest.mark.integration

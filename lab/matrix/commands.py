@@ -284,12 +284,17 @@ def matrix(
         "dataplane": info.dataplane, "jobs": jobs, "shard": shard_text, "labs": info.labs,
         "lab_restarts": info.restarts, "started": started.isoformat(timespec="seconds"),
         "duration_s": round(duration, 2), "cases": len(cases), "ran": len(new),
+        # every case run, and the ones that came out as expected, apart (a failed or errored
+        # case is run but not verified)
         "cases_per_s": round(len(executed) / duration, 2) if duration > 0 and executed else None,
+        "verified_per_s": round(sum(r.passed for r in executed) / duration, 2)
+        if duration > 0 and executed else None,
         "results_file": str(target),
     }
     write_reports(results, meta, secrets, json_path, junit_path, html_path)
     print_summary(results)
-    rate = f", {meta['cases_per_s']} verified cases/s" if meta["cases_per_s"] else ""
+    rate = (f", {meta['cases_per_s']} cases/s run, {meta['verified_per_s']} verified cases/s"
+            if meta["cases_per_s"] else "")
     where = "" if resume or results_path else " (the default place; --results FILE chooses)"
     out.print(f"{len(new)} case(s) run in {duration:.1f}s{rate}; results: {target}{where}",
               highlight=False, soft_wrap=True)  # one line: the path stays whole in CI logs

@@ -481,10 +481,16 @@ def refused(base: LabSpec, case: Case) -> CaseResult:
     try:
         case_plan(base, case, "mx-refusal", None)
     except LabError as exc:
-        return CaseResult.of(case, UNSUPPORTED, detail=str(exc).replace("\n", " ").strip())
+        detail = str(exc).replace("\n", " ").strip()
+        # only the endpoints' own refusal makes a cell unsupported; any other planning error is
+        # an error of the case (it would otherwise hide as "unsupported")
+        if UNSUPPORTED_BY_ENDPOINTS in detail:
+            return CaseResult.of(case, UNSUPPORTED, detail=detail)
+        return CaseResult.of(case, ERROR, detail=f"planning failed for another reason: {detail}")
     return CaseResult.of(case, ERROR, detail="expected the lab to refuse this cell, it planned it")
 
 
+UNSUPPORTED_BY_ENDPOINTS = "is not supported by the strongSwan endpoints"  # lab.catalogue
 _DOC_NETS = tuple(ipaddress.IPv4Network(n) for n in ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"))
 # private range -> (step per slot, the longest prefix a range may have to move by that step)
 _PRIVATE = ((ipaddress.IPv4Network("10.0.0.0/8"), 1 << 16, 16),
