@@ -675,7 +675,7 @@ class CustomerRun:
         conn = next(c for c in cloud.connections if c.tunnel == tunnel)
         mappings = t.mappings()
         report.add("*", f"{cust.node} (customer)", "config", "customer configuration", True,
-                   self.describe())
+                   self.describe(), info=True)
         sas = self._settled(lab, cloud.node, cust.node, mappings)
         before = len(report.findings)
         if rekey and conn.version == 2:

@@ -17,18 +17,19 @@ def check_table(report: CheckReport) -> Table:
     for column in ("", "tunnel", "plane", "subject", "check", "detail"):
         table.add_column(column, overflow="fold")
     for f in report.findings:
-        mark = "[green]PASS[/]" if f.ok else "[bold red]FAIL[/]"
+        mark = "[dim]INFO[/]" if f.info else "[green]PASS[/]" if f.ok else "[bold red]FAIL[/]"
         table.add_row(mark, f.tunnel, f.plane, f.subject, f.check, f.detail)
     return table
 
 
 def print_check(console: Console, report: CheckReport) -> None:
     console.print(check_table(report))
-    failed = [f for f in report.findings if not f.ok]
+    checks = report.checks
+    failed = [f for f in checks if not f.ok]
     if report.ok:
-        console.print(f"[bold green]all {len(report.findings)} checks passed[/]")
+        console.print(f"[bold green]all {len(checks)} checks passed[/]")
     else:
-        console.print(f"[bold red]{len(failed)} of {len(report.findings)} checks failed[/]")
+        console.print(f"[bold red]{len(failed)} of {len(checks)} checks failed[/]")
 
 
 def status_table(labs: list[dict[str, Any]]) -> Table:

@@ -80,9 +80,9 @@ def _experiment(lab: Lab, result: ScenarioResult, kind: str, t_loaded: float, wi
             result.mark(up.time, "tunnel up")
             result.metrics["traffic_to_up_s"] = round(up.time - t_traffic, 3)
     report = run_check(lab)
-    failed = [f"{f.plane} {f.check}" for f in report.findings if not f.ok]
+    failed = [f"{f.plane} {f.check}" for f in report.checks if not f.ok]
     result.verdict("ipsec-lab check passes (control, data, wire)", report.ok,
-                   f"{len(report.findings)} checks" + (f"; failed: {failed}" if failed else ""))
+                   f"{len(report.checks)} checks" + (f"; failed: {failed}" if failed else ""))
 
 
 def _first_packet(lab: Lab, result: ScenarioResult, kind: str, wire: dict, t_loaded: float) -> None:
