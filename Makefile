@@ -43,6 +43,7 @@ test-kernel: setup
 
 lint: setup
 	.venv/bin/ruff check lab tests bench
+	.venv/bin/mypy
 
 bench: setup
 	.venv/bin/python -m bench.up_to_verified

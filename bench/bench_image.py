@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import engine, image  # noqa: E402  (runs from a checkout without install)
+from lab.backends.docker import engine, image  # noqa: E402  (runs from a checkout without install)
 
 
 def _timed(fn: Callable[[], object]) -> float:

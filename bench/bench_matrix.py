@@ -25,7 +25,7 @@ def docker_unavailable() -> str | None:
         import lab.backends.docker  # noqa: F401
     except ImportError as exc:
         return f"lab.backends.docker does not import ({exc})"
-    from lab.engine import engine_client
+    from lab.backends.docker.engine import engine_client
 
     return None if engine_client() is not None else "no Docker engine answers"
 

@@ -21,7 +21,9 @@ from typing import Literal
 from lab import catalogue as cat
 from lab.cloudapi import pick_tunnel
 from lab.ipsecconf import CustomerChild, CustomerConfig, CustomerConnection, effective_ids
+from lab.ranges import is_documentation
 from lab.spec import LabSpec, Tunnel
+from lab.swanctl import secret_bytes
 
 Severity = Literal["error", "warning", "info"]
 
@@ -244,6 +246,12 @@ def _field(conn: CustomerConnection, key: str, child: CustomerChild | None = Non
     return f"conn {conn.name}: {key}= (from {where})"
 
 
+def connections_to_cloud(config: CustomerConfig, spec: LabSpec) -> list[CustomerConnection]:
+    """The customer's connections meant for the spec's (first) cloud tunnel."""
+    gw_ip = str(spec.vpn_gateway.public_ip)
+    return _relevant(config, gw_ip, _cloud_id(spec.tunnels[0].ike.local_id, gw_ip))
+
+
 def _relevant(config: CustomerConfig, gw_ip: str,
               cloud_id: tuple[str, str]) -> list[CustomerConnection]:
     """The connections to the cloud gateway (by address or remote ID), else the %any ones, else
@@ -385,9 +393,14 @@ def _identities(out: _Collector, at: str, t: Tunnel, conn: CustomerConnection,
     if mine != cloud_peer:
         set_to = cloud_peer[1] if cloud_peer[0] == "address" else "@" + cloud_peer[1]
         key = "leftid" if ipsec else "local.id"
+        private = mine[0] == "address" and (ip := _addr(mine[1])) is not None and ip.is_private \
+            and not is_documentation(ip)
+        behind_nat = (": a private address, so your gateway is presumably behind NAT, where its "
+                      "default ID is its own address while the cloud sees and expects the public "
+                      "one") if private else ""
         out.add("error", "identity", f"{at}.ike.peer_id", _field(conn, "leftid"),
                 f"your side identifies as {_show_id(*mine)} ({origin}); the cloud tunnel expects "
-                f"the customer ID {_show_id(*cloud_peer)}",
+                f"the customer ID {_show_id(*cloud_peer)}{behind_nat}",
                 f"{key}={set_to}, or change the tunnel's customer ID")
     # Your remote ID against the cloud's local ID.
     if conn.remote_id:
@@ -512,12 +525,14 @@ def _proposal_advice(out: _Collector, kind: str, cloud: CloudProposal, offered: 
             out.add("error", "pfs", cloud_field.replace("(encryption, integrity, pfs)", "pfs"),
                     field, msg, fix)
         else:
+            dh = cloud.dh
+            assert dh is not None  # an IKE proposal always carries a DH group
             never = " (strongSwan's defaults never include it)" \
-                if "default" in offered and cloud.dh and cloud.dh.keyword not in _DEFAULT_DH else ""
+                if "default" in offered and dh.keyword not in _DEFAULT_DH else ""
             out.add("error", "ike-proposal",
                     cloud_field.replace("(encryption, integrity, dh_group)", "dh_group"), field,
-                    f"DH group: {mine}; none offers the cloud tunnel's {cloud.dh.console} "
-                    f"({cloud.dh.keyword}){never}",  # type: ignore[union-attr]
+                    f"DH group: {mine}; none offers the cloud tunnel's {dh.console} "
+                    f"({dh.keyword}){never}",
                     f"add {cloud.text()} to {setting}, or change the cloud tunnel's DH group")
         return
     default_note = f"; {DEFAULTS_TEXT[kind]}" if "default" in [o.lower() for o in offered] else ""
@@ -582,6 +597,42 @@ def _lifetimes(out: _Collector, at: str, t: Tunnel, conn: CustomerConnection) ->
                     f"{t.ipsec.sa_lifetime_kb} KB ({cloud_bytes} bytes)")
 
 
+# ESP in tunnel mode, per packet (RFC 4303): outer IPv4 20 + SPI/sequence 8 + IV + padding to
+# the cipher's block (at most block - 1) + pad length/next header 2 + ICV; NAT-T adds UDP 8.
+_ESP_IV_BLOCK = {"AES-128": (16, 16), "AES-192": (16, 16), "AES-256": (16, 16), "3DES": (8, 8),
+                 "DES": (8, 8), "SM4": (16, 16), "AES-128-GCM-16": (8, 4),
+                 "AES-256-GCM-16": (8, 4)}
+_ESP_ICV = {"MD5": 12, "SHA1": 12, "SHA256": 16, "SHA384": 24, "SHA512": 32, "SM3": 16}
+INTERNET_MTU = 1500
+NAT_T_UDP = 8
+
+
+def esp_overhead(encryption: str, integrity: str) -> int:
+    """The most bytes ESP in tunnel mode adds to a packet with these algorithms (no NAT-T)."""
+    iv, block = _ESP_IV_BLOCK.get(encryption, (16, 16))
+    icv = 16 if encryption.endswith("GCM-16") else _ESP_ICV.get(integrity, 32)
+    return 20 + 8 + iv + (block - 1) + 2 + icv
+
+
+def mss_note(spec: LabSpec, tunnel_name: str | None = None) -> Advice:
+    """What IPsec's overhead leaves for TCP, for any customer config (so not a finding of
+    `advise`): engineers meet it as "ping works, the application does not" when the hosts never
+    learn the smaller path MTU."""
+    index, t = pick_tunnel(spec, tunnel_name)
+    at = f"tunnels[{index}]"
+    overhead = esp_overhead(t.ipsec.encryption, t.ipsec.integrity)
+    mss = INTERNET_MTU - overhead - NAT_T_UDP - 40
+    return Advice("info", "mtu", f"{at}.ipsec.encryption", "your gateway's TCP MSS clamping",
+            f"{t.ipsec.encryption}/{t.ipsec.integrity} ESP adds up to {overhead} bytes per packet "
+            f"({overhead + NAT_T_UDP} behind NAT), so on a {INTERNET_MTU}-byte internet path a "
+            f"packet of up to {INTERNET_MTU - overhead - NAT_T_UDP} bytes crosses the tunnel "
+            "whole; hosts that never receive ICMP 'fragmentation needed' (often filtered) stall "
+            "on larger TCP segments",
+            f"clamp TCP MSS to {mss} on your gateway for traffic into the tunnel (Linux: iptables "
+            f"-t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {mss}; most "
+            "appliances: 'tcp adjust-mss' or 'ip tcp adjust-mss')")
+
+
 def _psk(out: _Collector, at: str, t: Tunnel, config: CustomerConfig,
          conn: CustomerConnection) -> None:
     if not config.secrets_checked:
@@ -595,8 +646,6 @@ def _psk(out: _Collector, at: str, t: Tunnel, config: CustomerConfig,
                 f"no PSK in the secrets matches the IDs {local} / {remote}: authentication fails",
                 f"add `{local} {remote} : PSK \"...\"` with the cloud tunnel's key")
         return
-    from lab.swanctl import secret_bytes
-
     theirs = t.pre_shared_key.get_secret_value().encode()
     if not hmac.compare_digest(secret_bytes(conn.psk.get_secret_value()), theirs):
         out.add("error", "psk", f"{at}.pre_shared_key", conn.psk_from or "secrets",
@@ -660,7 +709,7 @@ def _mappings(out: _Collector, at: str, t: Tunnel, conns: list[CustomerConnectio
         if any(p for p in pairs if not p[4] and p[2] == peer and p[3] == local):
             continue  # reported above with the IKEv1 multi-subnet child
         name = conns[0].name if conns else "tunnel"
-        ipsec = conns and conns[0].kind == "ipsec.conf"
+        ipsec = bool(conns) and conns[0].kind == "ipsec.conf"
         out.add("error", "mappings", f"{at}.spd_rules", "children" if not ipsec else
                 "conn sections (leftsubnet/rightsubnet)",
                 f"no child of yours carries the cloud's mapping {local}<->{peer} (cloud local "
@@ -681,7 +730,7 @@ def _mappings(out: _Collector, at: str, t: Tunnel, conns: list[CustomerConnectio
 def _roles(out: _Collector, at: str, t: Tunnel, conns: list[CustomerConnection]) -> None:
     starts = [c for conn in conns for c in conn.children if c.start_action in ("start", "trap")]
     if t.negotiation_type == "passive" and not starts:
-        ipsec = conns and conns[0].kind == "ipsec.conf"
+        ipsec = bool(conns) and conns[0].kind == "ipsec.conf"
         out.add("error", "negotiation", f"{at}.negotiation_type", "auto=" if ipsec else "start_action",
                 "the cloud tunnel is passive (it only responds) and none of your children "
                 "initiates: nobody starts the negotiation",

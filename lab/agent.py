@@ -20,6 +20,7 @@ prefix; `counts` returns what the capture saw since `arm`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import threading
@@ -49,28 +50,79 @@ class _KernelRouted:
 
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 
-    def send(self, pkt) -> None:
-        self._sock.sendto(bytes(pkt), (pkt.dst, 0))
+    def send(self, pkt) -> str | None:
+        """None once sent; else why the host refused it, in words."""
+        try:
+            self._sock.sendto(bytes(pkt), (pkt.dst, 0))
+        except OSError as exc:
+            return refusal(exc)
+        return None
 
     def close(self) -> None:
         self._sock.close()
 
 
+def refusal(exc: OSError) -> str:
+    """Why the host would not send a packet, in a network engineer's words."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    why = {errno.EPERM: "refused by the host: a firewall on the host?",
+           errno.EACCES: "refused by the host: a firewall on the host?",
+           errno.ENETUNREACH: "no route to the destination on the host",
+           errno.EHOSTUNREACH: "the destination is unreachable from the host",
+           errno.EMSGSIZE: "larger than the path MTU"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"{why} ({name})"
+
+
 ESP_IN_UDP, ESP_RAW = "udp/4500/esp", "ip/50/esp"
 ESP_KINDS = (ESP_IN_UDP, ESP_RAW)
 ESP_PROTO = 50
+FRAGMENT = "ip/fragment"
+NAT_KEEPALIVE = "udp/4500/keepalive"  # RFC 3948: one 0xFF byte that holds a NAT mapping open
 
 
-def _wire_kind(pkt, IP, UDP) -> str:
+def wire_kind(pkt, IP, UDP) -> str:
     """udp/500/ike, udp/4500/ike (non-ESP marker), udp/4500/esp (UDP-encapsulated: libipsec
-    always, the kernel behind NAT), ip/50/esp (the kernel's ESP without NAT), or other."""
-    if pkt.haslayer(IP) and pkt[IP].proto == ESP_PROTO and not pkt[IP].frag:
+    always, the kernel behind NAT), udp/4500/keepalive (NAT-T), ip/50/esp (the kernel's ESP
+    without NAT), ip/fragment, or other."""
+    if pkt.haslayer(IP) and pkt[IP].frag:
+        return FRAGMENT  # the rest of a packet too big for the path, its kind in the first part
+    if pkt.haslayer(IP) and pkt[IP].proto == ESP_PROTO:
         return ESP_RAW
     if pkt.haslayer(UDP) and {pkt[UDP].sport, pkt[UDP].dport} & {500, 4500}:
         port = 500 if 500 in (pkt[UDP].sport, pkt[UDP].dport) else 4500
-        kind = "ike" if port == 500 or bytes(pkt[UDP].payload)[:4] == b"\0\0\0\0" else "esp"
+        payload = bytes(pkt[UDP].payload)
+        if port == 4500 and payload == b"\xff":
+            return NAT_KEEPALIVE
+        kind = "ike" if port == 500 or payload[:4] == b"\0\0\0\0" else "esp"
         return f"udp/{port}/{kind}"
     return "other"
+
+
+def _counted(seg: dict, esp: int) -> bool:
+    return esp_packets(seg["counts"]) >= esp
+
+
+SO_RCVBUFFORCE = 33  # socket.SO_RCVBUFFORCE is missing from some Python builds
+SOL_PACKET, PACKET_STATISTICS = 263, 6
+
+
+def _stop(sniffer) -> int:
+    """Stop a sniffer started by `_start` and close its socket; the packets the kernel dropped
+    because the sniffer's buffer was full (a capture that missed packets must say so)."""
+    import struct
+
+    sniffer.stop()
+    sock = getattr(sniffer, "lab_socket", None)
+    if sock is None:
+        return 0
+    try:
+        _, drops = struct.unpack("II", sock.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    except OSError:
+        drops = 0
+    sock.close()
+    return int(drops)
 
 
 def esp_packets(counts: dict[str, int]) -> int:
@@ -93,7 +145,12 @@ def _emit(obj: object) -> None:
 def _markers(pkt, prefix: bytes) -> list[str]:
     from scapy.packet import Raw
 
-    raw = bytes(pkt[Raw].load) if pkt.haslayer(Raw) else b""
+    return _markers_in(bytes(pkt[Raw].load) if pkt.haslayer(Raw) else b"", prefix)
+
+
+def _markers_in(raw: bytes, prefix: bytes) -> list[str]:
+    """The markers in a packet's bytes (an ICMP error's quoted packet too, which scapy may split
+    into several layers when it reads RFC 4884 extensions into it)."""
     found, start = [], 0
     while (at := raw.find(prefix, start)) >= 0:
         end = at
@@ -128,7 +185,7 @@ def listen(args: argparse.Namespace) -> None:
     _emit({"ready": True})
     sys.stdin.read()  # the time-out runs from when the senders start (stdin closed), not from now
     done.wait(args.timeout)
-    sniffer.stop()
+    _stop(sniffer)
     _emit({"received": sorted(got)})
 
 
@@ -136,6 +193,9 @@ def send(args: argparse.Namespace) -> None:
     """Send each probe: UDP carries the marker one way; ICMP echo brings it back.
 
     Probes with "expect": false (unrouted destinations) go first, once, and are not waited for.
+    An ICMP probe with "size" is padded to that many bytes of IP packet and sent with DF set
+    (the MTU probe): an ICMP "fragmentation needed" quoting it is recorded as `too_big`, with the
+    MTU it names and who sent it, and the probe is not sent again.
     The others are sent again `--retries` times, spaced over the time-out (UDP always, since the
     sender cannot see them arrive; ICMP until echoed): a probe lost once to a full queue on a
     loaded machine is not a tunnel that does not carry traffic. Loss is the scenarios' measure.
@@ -144,6 +204,7 @@ def send(args: argparse.Namespace) -> None:
     probes = sorted(json.loads(sys.stdin.read()), key=lambda p: p.get("expect", True))
     prefix = args.prefix.encode()
     echoed: set[str] = set()
+    too_big: dict[str, list] = {}  # marker -> [next-hop MTU, who said so]
     wanted = {p["marker"] for p in probes if p["proto"] == "icmp" and p.get("expect", True)}
     watched = {p["marker"] for p in probes if p["proto"] == "icmp"}
     done = threading.Event()
@@ -151,27 +212,38 @@ def send(args: argparse.Namespace) -> None:
     def seen(pkt) -> None:
         if pkt.haslayer(ICMP) and pkt[ICMP].type == 0:
             echoed.update(_markers(pkt, prefix))
-            if wanted <= echoed:
-                done.set()
+        elif pkt.haslayer(ICMP) and (pkt[ICMP].type, pkt[ICMP].code) == (3, 4):
+            for marker in _markers_in(bytes(pkt[ICMP].payload), prefix):  # Linux quotes enough
+                too_big.setdefault(marker, [int(pkt[ICMP].nexthopmtu), pkt[IP].src])
+        if wanted <= echoed | set(too_big):
+            done.set()
 
-    sniffer = _start(AsyncSniffer, iface=args.iface, filter="icmp[icmptype] == icmp-echoreply", prn=seen)
+    flt = "icmp[icmptype] == icmp-echoreply or (icmp[icmptype] == icmp-unreach and icmp[icmpcode] == 4)"
+    sniffer = _start(AsyncSniffer, iface=args.iface, filter=flt, prn=seen)
 
     sock = _KernelRouted()  # one socket for all probes: scapy's send() opens one per packet
     t_first = time.time()
     rounds = 1 + max(0, args.retries)
     gap = args.timeout / (rounds + 1)
     batch = probes
+    refused: dict[str, str] = {}  # marker -> why the host did not send it
     for r in range(rounds):
         for n, p in enumerate(batch):
             ip = IP(src=p["src"], dst=p["dst"])
             if p["proto"] == "udp":
-                sock.send(ip / UDP(sport=args.port, dport=args.port) / Raw(p["marker"].encode()))
+                why = sock.send(ip / UDP(sport=args.port, dport=args.port) / Raw(p["marker"].encode()))
+            elif "size" in p:  # DF, padded to `size` bytes of IP packet (20 IP + 8 ICMP)
+                payload = p["marker"].encode().ljust(max(0, int(p["size"]) - 28), b"\0")
+                why = sock.send(IP(src=p["src"], dst=p["dst"], flags="DF")
+                                / ICMP(id=0x1AB, seq=n & 0xFFFF) / Raw(payload))
             else:
-                sock.send(ip / ICMP(id=0x1AB, seq=n & 0xFFFF) / Raw(p["marker"].encode()))
+                why = sock.send(ip / ICMP(id=0x1AB, seq=n & 0xFFFF) / Raw(p["marker"].encode()))
+            if why:
+                refused[p["marker"]] = why
             if n % 20 == 19:
                 time.sleep(args.pace)  # bursts of hundreds overflow libipsec's TUN queue (500)
         batch = [p for p in probes if p.get("expect", True)
-                 and (p["proto"] == "udp" or p["marker"] not in echoed)]
+                 and (p["proto"] == "udp" or p["marker"] not in echoed | set(too_big))]
         if r == rounds - 1 or not batch:
             break
         if not done.wait(gap):
@@ -180,8 +252,9 @@ def send(args: argparse.Namespace) -> None:
     sock.close()
     if wanted:
         done.wait(max(0.0, args.timeout - (time.time() - t_first)))
-    sniffer.stop()
-    _emit({"sent": len(probes), "echoed": sorted(echoed & watched), "t_first": t_first})
+    _stop(sniffer)
+    _emit({"sent": len(probes), "echoed": sorted(echoed & watched), "t_first": t_first,
+           "refused": refused, "too_big": {m: v for m, v in too_big.items() if m in watched}})
 
 
 def capture(args: argparse.Namespace) -> None:
@@ -198,7 +271,7 @@ def capture(args: argparse.Namespace) -> None:
         if not pkt.haslayer(IP):
             return
         ip = pkt[IP]
-        key = _wire_kind(pkt, IP, UDP)
+        key = wire_kind(pkt, IP, UDP)
         if key == "other" and len(other) < 50:
             other.append(pkt.summary())
         counts[key] = counts.get(key, 0) + 1
@@ -211,7 +284,7 @@ def capture(args: argparse.Namespace) -> None:
     sniffer = _start(AsyncSniffer, iface=args.iface, prn=seen)
     _emit({"ready": True})
     sys.stdin.read()  # the orchestrator closes stdin to stop the capture
-    sniffer.stop()
+    _stop(sniffer)
     _emit({"counts": counts, "other": other, "leaked": leaked[:50], "flows": flows,
            "first": {k: float(v) for k, v in first.items()}})
 
@@ -237,7 +310,7 @@ def serve(args: argparse.Namespace) -> None:
     def on_segment(pkt) -> None:
         if not seg["armed"] or not pkt.haslayer(IP):
             return
-        key = _wire_kind(pkt, IP, UDP)
+        key = wire_kind(pkt, IP, UDP)
         if key == "other" and len(seg["other"]) < 20:
             seg["other"].append(pkt.summary())
         leaked = seg["prefix"] and seg["prefix"] in bytes(pkt)
@@ -265,11 +338,14 @@ def serve(args: argparse.Namespace) -> None:
             with lock:
                 echo_prefix[0] = cmd["prefix"].encode()
                 echoed.clear()
+            if sock is None:
+                raise SystemExit("ping needs --echo")  # the orchestrator always passes it
             for n, p in enumerate(probes):
                 sock.send(IP(src=p["src"], dst=p["dst"]) / ICMP(id=0x1AC, seq=n)
                           / Raw(p["marker"].encode()))
             with lock:
-                lock.wait_for(lambda w=wanted: w <= echoed, timeout=float(cmd.get("timeout", 2.0)))
+                lock.wait_for(functools.partial(wanted.issubset, echoed),
+                              timeout=float(cmd.get("timeout", 2.0)))
                 got = sorted(echoed & wanted)
             _emit({"op": op, "echoed": got})
         elif op == "arm":
@@ -280,7 +356,7 @@ def serve(args: argparse.Namespace) -> None:
             # wait until the capture has seen the expected ESP packets (it lags the probe a little)
             esp = int(cmd.get("esp", 0))
             with lock:
-                lock.wait_for(lambda n=esp: esp_packets(seg["counts"]) >= n,
+                lock.wait_for(functools.partial(_counted, seg, esp),
                               timeout=float(cmd.get("timeout", 1.0)))
                 _emit({"op": op, "counts": dict(seg["counts"]), "other": list(seg["other"]),
                        "leaked": list(seg["leaked"])})
@@ -290,16 +366,17 @@ def serve(args: argparse.Namespace) -> None:
         else:
             _emit({"op": op, "error": f"unknown op {op!r}"})
     for sniffer in sniffers:
-        sniffer.stop()
+        _stop(sniffer)
 
 
 def stream(args: argparse.Namespace) -> None:
     """A sequence-numbered stream to `--dst`, and a record of the peer's stream arriving here.
 
-    Waits for `go` on stdin, sends UDP (and ICMP echo) at `--rate` per second until stdin
-    closes, then reports every packet sent and received with its time (the host's clock, the
-    same for every node), so the orchestrator can derive loss, duplicates, reordering and
-    outage windows around events.
+    Waits for `go` on stdin, sends UDP (and ICMP echo) at `--rate` per second until a `stop`
+    line (answered `stopped`) or the end of stdin, keeps listening until stdin closes, then
+    reports every packet sent and received with its time (the host's clock, the same for every
+    node), so the orchestrator can derive loss, duplicates, reordering and outage windows around
+    events. Two steps so that neither end stops listening while the other still sends.
     """
     AsyncSniffer, _, IP, UDP, ICMP, Raw = _scapy()
 
@@ -319,10 +396,10 @@ def stream(args: argparse.Namespace) -> None:
     sniffer = _start(AsyncSniffer, iface=args.iface, filter=flt, prn=seen)
     _emit({"ready": True})
     if sys.stdin.readline().strip() != "go":
-        sniffer.stop()
+        _stop(sniffer)
         return
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stop, end = threading.Event(), threading.Event()
+    threading.Thread(target=_stream_control, args=(stop, end), daemon=True).start()
     sock = _KernelRouted()
     sent: list[tuple[int, float]] = []
     interval, seq = 1.0 / args.rate, 0
@@ -338,10 +415,20 @@ def stream(args: argparse.Namespace) -> None:
         sent.append((seq, time.time()))
         next_at += interval
         stop.wait(max(0.0, next_at - time.monotonic()))
+    _emit({"stopped": seq})
+    end.wait()
     time.sleep(args.drain)  # packets still in flight
-    sniffer.stop()
+    drops = _stop(sniffer)
     sock.close()
-    _emit({"tag": tag, "sent": sent, "received": received})
+    _emit({"tag": tag, "sent": sent, "received": received, "capture_drops": drops})
+
+
+def _stream_control(stop: threading.Event, end: threading.Event) -> None:
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            stop.set()
+    stop.set()
+    end.set()
 
 
 def hostile(args: argparse.Namespace) -> None:
@@ -364,7 +451,7 @@ def hostile(args: argparse.Namespace) -> None:
     got = threading.Event()
 
     def keep(pkt) -> None:
-        if _wire_kind(pkt, IP, UDP) in ESP_KINDS:
+        if wire_kind(pkt, IP, UDP) in ESP_KINDS:
             if len(esp) < args.replay:
                 esp.append(pkt)
             if len(esp) >= args.replay:
@@ -373,7 +460,7 @@ def hostile(args: argparse.Namespace) -> None:
     sniffer = _start(AsyncSniffer, iface=args.iface, filter="udp port 4500 or ip proto 50",
                      prn=keep)
     got.wait(10)
-    sniffer.stop()
+    _stop(sniffer)
 
     def ike(spi_i: bytes, exchange: int, length: int | None = None, body: bytes = b"",
             next_payload: int = 33) -> bytes:
@@ -418,10 +505,30 @@ def hostile(args: argparse.Namespace) -> None:
     _emit({"sent": sent, "captured_esp": len(esp)})
 
 
+RECEIVE_BUFFER = 1 << 24  # bytes: seconds of a 1000-byte stream while the agent is descheduled
+
+
 def _start(sniffer_cls, **kwargs):
-    """AsyncSniffer opens its socket in a thread: return only once it is listening."""
+    """AsyncSniffer opens its socket in a thread: return only once it is listening.
+
+    The socket is opened here so its receive buffer can be raised past net.core.rmem_max
+    (SO_RCVBUFFORCE, CAP_NET_ADMIN): at the default ~200 KB a slow guest that stalls the agent
+    for half a second drops stream packets in the capture, and they would read as lost.
+    """
+    import socket
+
+    from scapy.config import conf
+
+    if "iface" in kwargs:
+        sock = conf.L2listen(iface=kwargs.pop("iface"), filter=kwargs.pop("filter", None))
+        try:
+            sock.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        except OSError:
+            sock.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        kwargs["opened_socket"] = sock
     started = threading.Event()
     sniffer = sniffer_cls(started_callback=started.set, store=False, **kwargs)
+    sniffer.lab_socket = kwargs.get("opened_socket")
     sniffer.start()
     if not started.wait(10):
         raise SystemExit("sniffer did not start")
@@ -465,7 +572,12 @@ def main() -> None:
     args = parser.parse_args()
     modes = {"listen": listen, "send": send, "capture": capture, "serve": serve, "stream": stream,
              "hostile": hostile}
-    modes[args.mode](args)
+    try:
+        modes[args.mode](args)
+    except Exception as exc:  # noqa: BLE001 - the orchestrator reports it as a reason
+        why = refusal(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        _emit({"error": f"probe agent ({args.mode}) failed: {why}"})
+        sys.exit(1)
 
 
 if __name__ == "__main__":

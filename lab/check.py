@@ -3,74 +3,67 @@
 Three planes, like strongSwan's own test cases, but from VICI dictionaries and scapy instead of
 grepped text:
 - control: both ends list the IKE_SA established and one CHILD_SA per mapping installed, with
-  the spec's algorithms (PFS checked on a CHILD_SA rekey for IKEv2, whose first CHILD_SA has no DH);
-- data: marked UDP and ICMP from each IDC host to the VPC host and back, per mapping;
+  the spec's algorithms (PFS checked on a CHILD_SA rekey for IKEv2, whose first CHILD_SA has no DH),
+  judged by the lab's customer side (`lab.running.CustomerSide`: generated or the user's own);
+- data: marked UDP and ICMP from each IDC host to the VPC host and back, per mapping; and per
+  tunnel an MTU probe both ways (ICMP echo of MTU_SIZES bytes with DF), which tells a path that
+  reports its MTU (ICMP "fragmentation needed": PMTU discovery works) from a black hole;
 - wire: a capture on the internet segment sees only IKE/ESP on UDP 500/4500, never a marker.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import secrets
-import select
-import subprocess
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from lab import catalogue as cat
-from lab.agent import ESP_KINDS, encapsulation, esp_packets
+from vici.exception import CommandException
+
+from lab import diagnose, liveness
+from lab import verify as vf
+from lab.agent import ESP_KINDS, FRAGMENT, encapsulation, esp_packets
 from lab.errors import LabError
-from lab.lifecycle import Lab
-from lab.negotiation import sides, wait_children_up
-from lab.spec import IkeOptions, IpsecOptions
+from lab.esp_counters import Counted, EspCounters
+from lab.findings import CheckReport
+from lab.negotiation import wait_children_up
+from lab.probe import Agent
 from lab.timing import patience
+
+if TYPE_CHECKING:
+    from lab.running import Lab
 
 PROBE_PORT = 33434
 PROBE_TIMEOUT = patience(5.0)
 PROBE_RETRIES = 2  # probes not confirmed are sent again, spaced over the time-out (lab.agent send)
 PROBE_SEND_TIME = 0.005  # generous time to build and send one probe (measured ~0.5 ms here)
-AGENT_START_TIMEOUT = patience(30.0)
+# IP packet sizes of the MTU probe: what fits under IPsec's overhead on a 1500-byte internet
+# path (1400, the common clamp), and a full-size packet, which must be reported as too big
+MTU_SIZES = (1400, 1500)
+TCP_IP_HEADERS = 40  # bytes of IPv4 + TCP headers: the MSS is the path MTU less these
 
 
-@dataclass
-class Finding:
-    tunnel: str
-    subject: str  # a gateway, a CHILD_SA, a mapping or the wire
-    plane: str  # control | data | wire
-    check: str
-    ok: bool
-    detail: str = ""
-    info: bool = False  # information, not a check: never counted as passed (nor failed)
+# What can go wrong while checking a broken tunnel: the lab's errors, a daemon that does not
+# answer its socket (OSError, TimeoutError), strongSwan refusing a VICI command.
+CHECK_ERRORS = (LabError, OSError, TimeoutError, CommandException)
 
 
-@dataclass
-class CheckReport:
-    lab: str
-    backend: str
-    dataplane: str
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def checks(self) -> list[Finding]:
-        """The findings that are checks (information rows left out)."""
-        return [f for f in self.findings if not f.info]
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(f.ok for f in self.checks)
-
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        self.findings.append(Finding(*args, **kwargs))
-
-    def to_json(self) -> str:
-        return json.dumps({"lab": self.lab, "backend": self.backend, "dataplane": self.dataplane,
-                           "ok": self.ok, "findings": [asdict(f) for f in self.findings]},
-                          indent=2)
+def attempt(report: CheckReport, tunnel: str, subject: str, plane: str, check: str,
+            step: Callable[[], Any]) -> bool:
+    """Run one step of the check; a step that cannot run is a failed row saying why, and the
+    check goes on (it exists for the moment a tunnel is broken)."""
+    try:
+        step()
+        return True
+    except CHECK_ERRORS as exc:
+        report.add(tunnel, subject, plane, check, False, f"could not check: {exc or type(exc).__name__}")
+        return False
 
 
 def run_check(lab: Lab, *, rekey: bool = True) -> CheckReport:
+    """Every check that can be made, each step bounded; a failed check ends with a diagnosis."""
     report = CheckReport(lab.state.name, lab.state.backend, lab.state.dataplane)
     prefix = f"ILAB{secrets.token_hex(4)}"
     # Every probe process starts now, in parallel: importing scapy is most of a check's time.
@@ -78,142 +71,48 @@ def run_check(lab: Lab, *, rekey: bool = True) -> CheckReport:
                     ["capture", "--iface", lab.plan.node(lab.plan.internet_node).bridge or "br0",
                      "--prefix", prefix])
     data = DataPlane(lab, prefix)
+    crossings: dict[tuple[str, str], int] = {}
+    counted: list[Counted] = []
+    wire: dict[str, Any] | None = None
+    capturing = False
     try:
-        capture.wait_ready()
-        trigger_waiting(lab, report, prefix)
+        # a frozen daemon is asked nothing more after this (else every step waits out its time-out)
+        lab.silent = liveness.silent_daemons(lab)
+        capturing = attempt(report, "*", "internet segment", "wire", "capture", capture.wait_ready)
+        attempt(report, "*", lab.plan.gateways[0].node, "control", "traffic-triggered negotiation",
+                lambda: trigger_waiting(lab, report, prefix))
         for conn in (c for cloud in lab.plan.cloud_gateways for c in cloud.connections):
-            if lab.customer is not None:  # hook (lab.customer): user's config, match CHILD_SAs by TS
-                lab.customer.control_plane(lab, report, conn.tunnel, rekey)
-            else:
-                control_plane(lab, report, conn.tunnel, rekey)
+            attempt(report, conn.tunnel, "control plane", "control", "control plane",
+                    functools.partial(lab.customer.control_plane, lab, report, conn.tunnel, rekey))
+        counters = EspCounters(lab, data.tunnels)
+        counting = attempt(report, "*", "SA counters", "data", "ESP counted by the SAs",
+                           counters.start)
         crossings = data.run(report)
+        if counting and attempt(report, "*", "SA counters", "data", "ESP counted by the SAs",
+                                lambda: counted.extend(counters.counted())):
+            for tunnel in data.tunnels:
+                report.add(tunnel, "SA counters", "data", "ESP counted by the SAs", True,
+                           "; ".join(c.describe() for c in counted if c.tunnel == tunnel),
+                           info=True)
     finally:
         data.stop()
-        wire = capture.finish()
-    wire_check(report, wire, esp_expected(lab, crossings))
+        if capturing:
+            try:
+                wire = capture.finish()
+            except LabError as exc:
+                report.add("*", "internet segment", "wire", "capture", False, f"could not check: {exc}")
+        else:
+            capture.kill()
+    if wire is not None:
+        wire_check(report, wire, esp_expected(lab, crossings))
+    for tunnel in (t.name for t in lab.spec.tunnels if t.customer_gateway.behind_nat):
+        attempt(report, tunnel, "NAT", "control", "NAT traversal",
+                functools.partial(nat_traversal, lab, report, tunnel, wire))
+    if not report.ok:
+        cause, evidence = diagnose.check_failure(report.findings, wire, counted)
+        report.add("*", "diagnosis", "diagnosis", f"most likely: {cause}", False, evidence,
+                   info=True)
     return report
-
-
-# -- control plane ----------------------------------------------------------------------------
-def expected(lab: Lab, tunnel: str) -> tuple[IkeOptions, IpsecOptions]:
-    t = lab.spec.tunnel(tunnel)
-    return t.ike, t.ipsec
-
-
-def _algorithms(sa: dict[str, Any], encryption: str, integrity: str) -> list[str]:
-    """Differences between what list-sas reports and the menu entries expected."""
-    wrong = []
-    enc = cat.by_console(cat.ENCRYPTION, encryption)
-    if sa.get("encr-alg") != enc.sa_name or (
-        enc.key_size and sa.get("encr-keysize") != str(enc.key_size)
-    ):
-        got = f"{sa.get('encr-alg')}/{sa.get('encr-keysize', '-')}"
-        wrong.append(f"encryption {got}, expected {encryption}")
-    integ = cat.by_console(cat.INTEGRITY, integrity)
-    if enc.aead:  # GCM: no integ-alg; an IKE_SA (the only SA with prf-alg) uses the hash as PRF
-        if sa.get("integ-alg") is not None:
-            wrong.append(f"integrity {sa.get('integ-alg')}, expected none (AEAD {encryption})")
-        if "prf-alg" in sa and sa["prf-alg"] != cat.PRF[integrity][1]:
-            wrong.append(f"PRF {sa['prf-alg']}, expected {cat.PRF[integrity][1]}")
-    elif sa.get("integ-alg") != integ.sa_name:
-        wrong.append(f"integrity {sa.get('integ-alg')}, expected {integrity}")
-    return wrong
-
-
-def _dh_name(group: str) -> str | None:
-    return None if group == "disable" else cat.by_console(cat.DH_GROUPS, group).sa_name
-
-
-def find_ike(sas: list[dict[str, Any]], tunnel: str) -> dict[str, Any] | None:
-    matches = [sa for sa in sas if sa["name"] == tunnel and sa.get("state") == "ESTABLISHED"]
-    return matches[-1] if matches else None
-
-
-def installed_children(ike: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Newest INSTALLED CHILD_SA per name."""
-    out: dict[str, dict[str, Any]] = {}
-    children = (ike or {}).get("child-sas", {}).values()
-    for child in sorted(children, key=lambda c: int(c.get("uniqueid", 0))):
-        if child.get("state") == "INSTALLED":
-            out[child["name"]] = child
-    return out
-
-
-def find_child(ike: dict[str, Any] | None, local, remote) -> dict[str, Any] | None:
-    """The newest INSTALLED CHILD_SA of an IKE_SA with exactly these traffic selectors."""
-    wanted = ([str(local)], [str(remote)])
-    found = [c for c in (ike or {}).get("child-sas", {}).values()
-             if c.get("state") == "INSTALLED" and (c.get("local-ts"), c.get("remote-ts")) == wanted]
-    return max(found, key=lambda c: int(c.get("uniqueid", 0))) if found else None
-
-
-def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool) -> None:
-    ike_opt, ipsec_opt = expected(lab, tunnel)
-    conn = lab.plan.connection(tunnel)
-    initiator, _ = sides(lab, tunnel)
-    if rekey and conn.version == 2:
-        rekey_children(lab, initiator, tunnel, [ch.name for ch in conn.children])
-    for gw in lab.plan.gateways:
-        mine = next((c for c in gw.connections if c.tunnel == tunnel), None)
-        if mine is None:
-            continue
-        with lab.vici(gw.node) as v:
-            ike = find_ike(v.sas(), tunnel)
-        subject = f"{gw.node} ({gw.side})"
-        if ike is None:
-            report.add(tunnel, subject, "control", "IKE_SA established", False,
-                       "no ESTABLISHED IKE_SA for this tunnel")
-            continue
-        wrong = _algorithms(ike, ike_opt.encryption, ike_opt.integrity)
-        if ike.get("dh-group") != _dh_name(ike_opt.dh_group):
-            wrong.append(f"DH {ike.get('dh-group')}, expected {ike_opt.dh_group}")
-        if ike.get("version") != str(conn.version):
-            wrong.append(f"IKEv{ike.get('version')}, expected IKEv{conn.version}")
-        report.add(tunnel, subject, "control", "IKE_SA established", not wrong,
-                   "; ".join(wrong) or f"IKEv{ike['version']} {ike_opt.encryption}/"
-                   f"{ike_opt.integrity}/{ike_opt.dh_group}, {ike['local-id']} <-> "
-                   f"{ike['remote-id']}")
-        children = installed_children(ike)
-        for ch in mine.children:
-            # matched by traffic selectors: the names are the configs', the selectors the SA's
-            child = find_child(ike, ch.local_ts, ch.remote_ts) or children.get(ch.name)
-            where = f"{subject} {ch.name}"
-            if child is None:
-                report.add(tunnel, where, "control", "CHILD_SA installed", False,
-                           f"no CHILD_SA installed for {ch.local_ts} === {ch.remote_ts}")
-                continue
-            wrong = _algorithms(child, ipsec_opt.encryption, ipsec_opt.integrity)
-            ts = (child.get("local-ts"), child.get("remote-ts"))
-            if ts != ([str(ch.local_ts)], [str(ch.remote_ts)]):
-                wrong.append(f"TS {ts[0]} === {ts[1]}, expected {ch.local_ts} === {ch.remote_ts}")
-            report.add(tunnel, where, "control", "CHILD_SA installed", not wrong,
-                       "; ".join(wrong) or f"{ch.local_ts} === {ch.remote_ts} "
-                       f"{ipsec_opt.encryption}/{ipsec_opt.integrity}")
-            pfs = _dh_name(ipsec_opt.pfs)
-            if conn.version == 2 and not rekey:
-                continue
-            got = child.get("dh-group")
-            how = "after a CHILD_SA rekey" if conn.version == 2 else "in quick mode"
-            report.add(tunnel, where, "control", "PFS", got == pfs,
-                       f"DH {got or 'none'} {how}, expected {ipsec_opt.pfs}")
-
-
-def rekey_children(lab: Lab, node: str, tunnel: str, children: list[str],
-                   timeout: float = patience(15.0)) -> None:
-    """Rekey each CHILD_SA once and wait for the new SA (PFS shows only there in IKEv2)."""
-    with lab.vici(node) as v, v.events(["child-rekey"]) as next_event:
-        for child in children:
-            v.rekey_child(child)
-        pending = set(children)
-        deadline = time.monotonic() + timeout
-        while pending:
-            event = next_event(deadline)
-            if event is None:
-                raise LabError(f"tunnel {tunnel}: CHILD_SA rekey did not complete in time "
-                               f"({', '.join(sorted(pending))})")
-            for ike in event[1].values():
-                for child in (ike.get("child-sas", {}) if isinstance(ike, dict) else {}).values():
-                    pending.discard(child.get("new", {}).get("name", child.get("name")))
 
 
 # -- traffic-triggered tunnels -------------------------------------------------------------------
@@ -226,7 +125,7 @@ def trigger_waiting(lab: Lab, report: CheckReport, prefix: str) -> None:
     for conn in cloud.connections:
         if lab.spec.tunnel(conn.tunnel).negotiation_type != "traffic-triggered":
             continue
-        have = installed_children(find_ike(sas, conn.tunnel))
+        have = vf.installed_children(vf.find_ike(sas, conn.tunnel))
         waiting += [(conn.tunnel, ch.name) for ch in conn.children if ch.name not in have]
     if not waiting:
         return
@@ -258,10 +157,14 @@ class DataPlane:
         sends: dict[str, list[dict[str, Any]]] = {}
         expect: dict[str, dict[str, list[str]]] = {}
         self.meta: dict[str, tuple[str, str, str, bool]] = {}
+        # MTU probe marker -> (tunnel, subject, direction, size, the small ICMP probe's marker)
+        self.mtu: dict[str, tuple[str, str, str, int, str]] = {}
+        mtu_probed: set[str] = set()  # one MTU probe per tunnel: the path is the tunnel's
         self.legs: dict[str, tuple[str, list[str]]] = {}
         # the hosts' routes lead over the primary path: standby tunnels carry traffic only after
         # a failover moved them (ipsec-lab scenario failover); their control plane is checked
         self.standby = sorted({p.tunnel for p in lab.plan.probes if p.standby})
+        self.tunnels = sorted({p.tunnel for p in lab.plan.probes if not p.standby})
         for n, p in enumerate(lab.plan.probes):
             if p.standby:
                 continue
@@ -283,6 +186,15 @@ class DataPlane:
                     # the tunnel legs a delivered probe crossed: an echo comes back the other way
                     self.legs[marker] = (p.tunnel, ["up", "down"] if proto == "icmp"
                                          else ["up" if direction == "idc->vpc" else "down"])
+                if p.delivered and p.tunnel not in mtu_probed:
+                    for size in MTU_SIZES:
+                        marker = f"{prefix}-{n}-{direction.replace('->', '2')}-mtu{size}"
+                        sends[src_node].append({"src": str(src), "dst": str(dst), "proto": "icmp",
+                                                "marker": marker, "expect": True, "size": size})
+                        self.mtu[marker] = (p.tunnel, f"{p.child} {src} -> {dst}", direction,
+                                            size, f"{prefix}-{n}-{direction.replace('->', '2')}-icmp")
+            if p.delivered:
+                mtu_probed.add(p.tunnel)
         # the time-out covers sending the largest batch too (a 200-mapping gateway's host sends
         # 800 probes per round, and the last ones must still find their listener waiting)
         biggest = max((len(batch) for batch in sends.values()), default=0)
@@ -299,16 +211,26 @@ class DataPlane:
     def run(self, report: CheckReport) -> dict[tuple[str, str], int]:
         """Sends, collects and reports; returns the delivered probes per (tunnel, leg), where
         `up` is customer -> cloud and `down` cloud -> customer."""
+        refused: dict[str, str] = {}  # marker -> why it was never sent
+        listening = []
         for agent in self.listeners:
-            agent.wait_ready()
-            agent.feed("")  # their time-out starts now
+            if attempt(report, "*", agent.node, "data", "probe listener", agent.wait_ready):
+                agent.feed("")  # their time-out starts now
+                listening.append(agent)
         for agent, batch in self.senders:
             agent.feed(json.dumps(batch))
         arrived: set[str] = set()
-        for agent, _ in self.senders:
-            arrived.update(agent.finish().get("echoed", []))
-        for agent in self.listeners:
-            arrived.update(agent.finish().get("received", []))
+        too_big: dict[str, list[Any]] = {}
+        for agent, batch in self.senders:
+            result = self._result(report, agent)
+            arrived.update(result.get("echoed", []))
+            refused.update(result.get("refused", {}))
+            too_big.update(result.get("too_big", {}))
+            if "error" in result or result.get("sent") is None:
+                refused.update({p["marker"]: result.get("error", "the sender gave no result")
+                                for p in batch})
+        for agent in listening:
+            arrived.update(self._result(report, agent).get("received", []))
         for tunnel in self.standby:
             report.add(tunnel, "standby path", "data", "not probed here", True,
                        "the VPC and IDC routes point at the primary path; `ipsec-lab scenario "
@@ -317,11 +239,13 @@ class DataPlane:
             got = marker in arrived
             if wanted:
                 report.add(tunnel, subject, "data", what, got,
-                           "marker delivered" if got else "marker not delivered")
+                           "marker delivered" if got else f"not sent: {refused[marker]}"
+                           if marker in refused else "marker not delivered")
             else:
                 report.add(tunnel, subject, "data", f"{what} not delivered (no route)", not got,
                            "dropped, as the route table says" if not got
                            else "delivered although no route leads there")
+        self._mtu_rows(report, arrived, too_big, refused)
         crossed: dict[tuple[str, str], int] = {}
         for marker, (tunnel, legs) in self.legs.items():
             if marker in arrived and self.meta[marker][3]:
@@ -329,10 +253,90 @@ class DataPlane:
                     crossed[(tunnel, leg)] = crossed.get((tunnel, leg), 0) + 1
         return crossed
 
+    def _mtu_rows(self, report: CheckReport, arrived: set[str], too_big: dict[str, list[Any]],
+                  refused: dict[str, str]) -> None:
+        """Per tunnel and direction: each size delivered, reported too big (PMTU discovery
+        works), or lost without a word (a black hole: the check fails). Not judged where small
+        packets do not cross either."""
+        rows: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
+        small: dict[tuple[str, str, str], str] = {}
+        for marker, (tunnel, subject, direction, size, small_marker) in self.mtu.items():
+            rows.setdefault((tunnel, subject, direction), []).append((size, marker))
+            small[(tunnel, subject, direction)] = small_marker
+        for (tunnel, subject, direction), sizes in rows.items():
+            said, lost, delivered, reported = [], [], [], []
+            for size, marker in sorted(sizes):
+                if marker in arrived:
+                    said.append(f"{size} B delivered")
+                    delivered.append(size)
+                elif marker in too_big:
+                    mtu, by = too_big[marker]
+                    said.append(f"{size} B too big: {by} reports MTU {mtu}")
+                    reported.append(int(mtu))
+                elif "EMSGSIZE" in refused.get(marker, ""):
+                    said.append(f"{size} B not sent: the host already knows a smaller path MTU")
+                else:
+                    said.append(f"{size} B lost, no ICMP 'fragmentation needed' came back")
+                    lost.append(size)
+            judged = small[(tunnel, subject, direction)] in arrived
+            path_mtu = min(reported) if reported else max(delivered, default=0)
+            if path_mtu and not lost:
+                said.append(f"path MTU {path_mtu}: TCP MSS at most {path_mtu - TCP_IP_HEADERS}")
+            report.add(tunnel, subject, "data", f"path MTU {direction}", judged and not lost,
+                       "; ".join(said) + ("" if judged else " (not judged: small packets do not "
+                                                            "cross either)"),
+                       info=not judged)
+
+    @staticmethod
+    def _result(report: CheckReport, agent: Agent) -> dict[str, Any]:
+        """An agent's result; an agent that failed is a row saying why (its markers then count
+        as not delivered)."""
+        try:
+            result = agent.finish()
+        except LabError as exc:
+            report.add("*", agent.node, "data", f"probe agent ({agent.mode})", False, str(exc))
+            return {}
+        if "error" in result:
+            report.add("*", agent.node, "data", f"probe agent ({agent.mode})", False,
+                       result["error"])
+        return result
+
     def stop(self) -> None:
         """Ends agents still running (after a failure before `run`)."""
         for agent in [*self.listeners, *(a for a, _ in self.senders)]:
             agent.kill()
+
+
+# -- NAT -----------------------------------------------------------------------------------------------
+def nat_traversal(lab: Lab, report: CheckReport, tunnel: str, wire: dict[str, Any] | None) -> None:
+    """A customer gateway behind NAT: both ends detected it (VICI's nat-local / nat-remote), IKE
+    moved to UDP 4500, and the wire carried ESP in UDP 4500, not as IP protocol 50."""
+    cloud, customer = lab.plan.cloud_of(tunnel), lab.plan.customer_of(tunnel)
+    seen: dict[str, dict[str, Any]] = {}
+    for gw in (cloud, customer):
+        with lab.vici(gw.node) as v:
+            ike = vf.find_ike(v.sas(), tunnel)
+        if ike is None:
+            report.add(tunnel, f"{gw.node} ({gw.side})", "control", "NAT detected", False,
+                       "no IKE_SA to tell")
+            continue
+        seen[gw.node] = ike
+        flag = "nat-remote" if gw is cloud else "nat-local"
+        ports = f"IKE on UDP {ike.get('local-port')}->{ike.get('remote-port')}"
+        ok = ike.get(flag) == "yes" and ike.get("local-port") == ike.get("remote-port") == "4500"
+        what = "its peer is behind NAT" if gw is cloud else "it is behind NAT"
+        report.add(tunnel, f"{gw.node} ({gw.side})", "control", "NAT detected", ok,
+                   f"{flag}={ike.get(flag) or 'no'} ({what}), {ports}" +
+                   ("" if gw is cloud else f", its own address {ike.get('local-host')}"))
+    if wire is None:
+        return
+    flows = wire.get("flows", {})
+    pair = (str(cloud.public_ip), str(customer.public_ip))
+    in_udp = sum(flows.get(f"{ESP_KINDS[0]} {a}>{b}", 0) for a, b in (pair, pair[::-1]))
+    raw = sum(flows.get(f"{ESP_KINDS[1]} {a}>{b}", 0) for a, b in (pair, pair[::-1]))
+    report.add(tunnel, "internet segment", "wire", "ESP in UDP 4500 through the NAT",
+               in_udp > 0 and raw == 0, f"{in_udp} ESP in UDP 4500, {raw} ESP as IP protocol 50 "
+               f"between {pair[0]} and {pair[1]}")
 
 
 # -- wire ---------------------------------------------------------------------------------------------
@@ -356,11 +360,15 @@ def wire_check(report: CheckReport, wire: dict[str, Any],
     esp = esp_packets(counts)
     ike = sum(v for k, v in counts.items() if k.endswith("/ike"))
     other = counts.get("other", 0)
+    fragments = counts.get(FRAGMENT, 0)  # the rest of IKE or ESP too big for the path (its first
+    # fragment, with the UDP or ESP header, is counted as what it is)
     report.add("*", "internet segment", "wire", "only IKE and ESP", other == 0,
                f"{ike} IKE, {esp} {encapsulation(counts)}, {other} other"
+               + (f", {fragments} IP fragments of them" if fragments else "")
                + (f": {wire.get('other', [])[:3]}" if other else ""))
     flows = wire.get("flows", {})
-    seen, short = [], []
+    seen: list[str] = []
+    short: list[str] = []
     for (src, dst), n in sorted(expected.items()):
         got = sum(flows.get(f"{kind} {src}>{dst}", 0) for kind in ESP_KINDS)
         (short if got < n else seen).append(f"{src}>{dst} {got} ESP for {n} probe packets")
@@ -371,70 +379,3 @@ def wire_check(report: CheckReport, wire: dict[str, Any],
     leaked = wire.get("leaked", [])
     report.add("*", "internet segment", "wire", "no marker in clear", not leaked,
                "none seen" if not leaked else f"{len(leaked)} packets: {leaked[:3]}")
-
-
-# -- the probe agent, run in a node ------------------------------------------------------------------
-class Agent:
-    """lab/agent.py running in a node: a `ready` line once listening, then one result line."""
-
-    def __init__(self, lab: Lab, node: str, args: list[str], stdin: str | None = None,
-                 keep_open: bool = False):
-        self.node, self.mode = node, args[0]
-        self.proc = lab.backend.spawn_agent(lab.state, node, args)
-        if stdin is not None and keep_open:
-            self.say(stdin)
-        elif stdin is not None:
-            self.feed(stdin)
-
-    def say(self, line: str) -> None:
-        """One line to the agent, stdin kept open."""
-        assert self.proc.stdin
-        self.proc.stdin.write(line.rstrip("\n") + "\n")
-        self.proc.stdin.flush()
-
-    def feed(self, text: str) -> None:
-        """Hand the agent its input and close stdin (which also stops a capture)."""
-        if self.proc.stdin:
-            with contextlib.suppress(BrokenPipeError):
-                self.proc.stdin.write(text)
-                self.proc.stdin.close()
-            self.proc.stdin = None  # communicate() would flush a closed pipe
-
-    def wait_ready(self, timeout: float = AGENT_START_TIMEOUT) -> None:
-        assert self.proc.stdout
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if '"ready"' not in line:
-            self.kill()
-            raise LabError(f"probe agent ({self.mode}) in {self.node} did not start: "
-                           f"{self._stderr()}")
-
-    def _stderr(self) -> str:
-        try:
-            _, err = self.proc.communicate(timeout=5)
-        except (subprocess.TimeoutExpired, ValueError):
-            err = ""
-        return (err or "").strip()[-500:]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
-                self.proc.communicate(timeout=5)
-
-    def finish(self, timeout: float = patience(60.0)) -> dict[str, Any]:
-        """Close stdin (stops a capture) and read the result line."""
-        self.feed("")
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-        except ValueError:  # already ended and read (killed after a failed start)
-            out, err = "", "it had already been stopped"
-        lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
-        results = [json.loads(ln) for ln in lines if '"ready"' not in ln]
-        if not results:
-            raise LabError(f"probe agent ({self.mode}) in {self.node} gave no result: "
-                           f"{(err or '').strip()[-500:]}")
-        return results[-1]

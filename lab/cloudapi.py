@@ -11,7 +11,8 @@ spellings taken from `lab.catalogue`. import -> export -> import gives the same 
 
 The API's names (cloud-params.md): VpnConnectionName, PreShareKey, RouteType, NegotiationType,
 SecurityPolicyDatabases (DescribeVpnConnections: SecurityPolicyDatabaseSet), Dpd*, health check
-fields, IKEOptionsSpecification, IPSECOptionsSpecification (with the API's `IntegrityAlgorith`).
+fields, IKEOptionsSpecification, IPSECOptionsSpecification (`IntegrityAlgorithm`, or the deprecated
+`IntegrityAlgorith`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from lab import catalogue as cat
 from lab.errors import LabError
-from lab.rules import DOCUMENTATION
+from lab.ranges import is_documentation
 from lab.spec import LabSpec, SpecInvalid, Tunnel, fqdn_problem, name_problem, parse_spec, shown
 
 IKE = "IKEOptionsSpecification"
@@ -79,6 +80,11 @@ IKE_VERSION = _reverse(cat.IKE_VERSIONS)
 EXCHANGE_MODE = _reverse(cat.EXCHANGE_MODES)
 NEGOTIATION = _reverse(cat.NEGOTIATION_TYPES)
 ROUTE_TYPE = _reverse(cat.COMMUNICATION_MODES)
+# DescribeVpnConnections and older SDKs spell a destination-route tunnel STATIC
+ROUTE_TYPE_SPELLINGS = {"STATIC": "destination-route"}
+# IKE's menu says SHA where older SDKs (and the IPsec menu) say SHA1
+IKE_INTEGRITY_SPELLINGS = {"SHA1": "SHA1"}
+EVERYTHING = ipaddress.IPv4Network("0.0.0.0/0")
 DPD_ACTION = _reverse(cat.DPD_ACTIONS)
 IDENTITY = {"ADDRESS": "address", "FQDN": "fqdn"}
 
@@ -167,6 +173,12 @@ def select_connection(data: Any, connection: str | None = None) -> tuple[dict[st
         raise LabError("API JSON: neither a CreateVpnConnection body nor a DescribeVpnConnections "
                        "response (no VpnConnectionName, VpnConnectionSet or "
                        "IKEOptionsSpecification)")
+    if "VpnConnectionId" in body and not {"VpnGatewayId", "CustomerGatewayId", "VpcId"} & set(body):
+        raise LabError("API JSON: a VpnConnectionId without VpnGatewayId, CustomerGatewayId or VpcId "
+                       "is a ModifyVpnConnectionAttribute body: a change to an existing "
+                       "connection, not the connection; import the connection itself (its "
+                       "CreateVpnConnection body or DescribeVpnConnections output) and apply the "
+                       "change to the spec")
     kind = "VpnConnection" if "VpnConnectionId" in body else "CreateVpnConnection"
     return body, kind
 
@@ -183,7 +195,10 @@ class _Reader:
         self.defaulted: list[str] = []
 
     def menu(self, obj: dict, field: str, table: dict[str, str], default: str | None,
-             where: str = "", newer: tuple[str, ...] = ()) -> str | None:
+             where: str = "", newer: tuple[str, ...] = (),
+             spellings: dict[str, str] | None = None) -> str | None:
+        """`spellings`: other API spellings of a menu value (older SDKs, DescribeVpnConnections
+        output) and the console value each means."""
         name = f"{where}.{field}" if where else field
         value = obj.get(field)
         if value is None or value == "":
@@ -191,7 +206,7 @@ class _Reader:
                 api = next(a for a, c in table.items() if c == default)
                 self.defaulted.append(f"{name}={api}")
             return default
-        for api, console in table.items():
+        for api, console in (*table.items(), *(spellings or {}).items()):
             if str(value).strip().upper() == api.upper():
                 return console
         if str(value).strip().upper() in newer:
@@ -224,7 +239,8 @@ class _Reader:
 
     def flag(self, obj: dict, field: str, default: bool) -> bool:
         value = obj.get(field)
-        if value is None or value == "":
+        if value is None or value == "" or (field == "DpdEnable" and str(value).strip() == "-1"):
+            # DescribeVpnConnections reports an unset DpdEnable as -1
             self.defaulted.append(f"{field}={int(default) if field == 'DpdEnable' else default}")
             return default
         if isinstance(value, bool):
@@ -257,8 +273,6 @@ class _Reader:
             return None
 
 
-def _documentation(ip: ipaddress.IPv4Address) -> bool:
-    return any(ip in net for net in DOCUMENTATION)
 
 
 class _Addresses:
@@ -278,14 +292,14 @@ class _Addresses:
                 ip = ipaddress.IPv4Address(option.strip())
             except ValueError:
                 raise LabError(f"{option_name}: must be an IPv4 address (got {option!r})") from None
-            if _documentation(ip):
+            if is_documentation(ip):
                 self.notes.append(f"{spec_field}: {ip} from {option_name}")
                 return self._use(ip)
             self.mapped[ip] = default
             self.notes.append(f"{spec_field}: {option_name} {ip} is a real public address; the lab "
                               f"only uses documentation ranges and puts this gateway at {default}")
             return self._use(default)
-        if json_ip is not None and _documentation(json_ip):
+        if json_ip is not None and is_documentation(json_ip):
             self.notes.append(f"{spec_field}: {json_ip}, taken from {json_field} (the address ID "
                               "is the gateway's public IP); pass " + option_name + " if it is not")
             return self._use(json_ip)
@@ -302,7 +316,7 @@ class _Addresses:
     def identity(self, ip: ipaddress.IPv4Address, field: str) -> ipaddress.IPv4Address:
         if ip in self.mapped:
             return self.mapped[ip]
-        if _documentation(ip) or not ip.is_global:
+        if is_documentation(ip) or not ip.is_global:
             return ip
         spare = next(a for a in LAB_OTHER_ADDRESSES.hosts()
                      if int(a) - int(LAB_OTHER_ADDRESSES.network_address) >= 10 and a not in self.used)
@@ -409,12 +423,26 @@ def import_tunnel(
         mode = "spd-policy" if raw_rules else "destination-route"
         notes.append(f"RouteType: absent; {cat.COMMUNICATION_MODES[mode]} assumed because the JSON "
                      f"{'has' if raw_rules else 'has no'} SPD rules")
+    elif str(route_type).strip().upper() == "BGP":
+        r.problems.append("RouteType: Bgp (routes learnt over BGP) needs BGP support, which the lab "
+                          "does not have yet; import it as StaticRoute with --idc-cidr for the "
+                          "ranges BGP would announce")
+        mode = "destination-route"
     else:
-        mode = r.menu(entry, "RouteType", ROUTE_TYPE, None) or "spd-policy"
+        mode = r.menu(entry, "RouteType", ROUTE_TYPE, None,
+                      spellings=ROUTE_TYPE_SPELLINGS) or "spd-policy"
+    if mode == "destination-route" and rules and all(
+            ipaddress.IPv4Network(c) == EVERYTHING for rule in rules
+            for c in (*rule["local"], *rule["peer"])):
+        notes.append(f"{spd_field}: 0.0.0.0/0 -> [0.0.0.0/0] is how the API shows a StaticRoute "
+                     "tunnel (its traffic is chosen by the route table): imported as a "
+                     "destination-route tunnel, routes from --idc-cidr")
+        rules = []
 
     negotiation = r.menu(entry, "NegotiationType", NEGOTIATION, "active")
     dpd = {
-        "enabled": r.flag(entry, "DpdEnable", True),
+        # the API's default is 0 (DPD off); a hand-written spec follows the console's (on)
+        "enabled": r.flag(entry, "DpdEnable", False),
         "timeout": r.number(entry, "DpdTimeout", *cat.DPD_TIMEOUT_RANGE, 30, unit=" seconds"),
         "action": r.menu(entry, "DpdAction", DPD_ACTION, "disconnect"),
     }
@@ -434,12 +462,12 @@ def import_tunnel(
     if not entry.get(IPSEC):
         notes.append(f"{IPSEC}: absent; every IPsec option takes the API default")
 
-    ike = {
+    ike: dict[str, Any] = {
         "version": r.menu(ike_obj, "IKEVersion", IKE_VERSION, "v1", IKE),
         "encryption": r.menu(ike_obj, "PropoEncryAlgorithm", IKE_ENCRYPTION,
                              cat.DEFAULT_IKE_ENCRYPTION, IKE),
         "integrity": r.menu(ike_obj, "PropoAuthenAlgorithm", IKE_INTEGRITY,
-                            cat.DEFAULT_IKE_INTEGRITY, IKE),
+                            cat.DEFAULT_IKE_INTEGRITY, IKE, spellings=IKE_INTEGRITY_SPELLINGS),
         "exchange_mode": r.menu(ike_obj, "ExchangeMode", EXCHANGE_MODE, "main", IKE),
         "dh_group": r.menu(ike_obj, "DhGroupName", DH_GROUP, cat.DEFAULT_DH_GROUP, IKE,
                            NEWER_DH_GROUPS),
@@ -450,10 +478,13 @@ def import_tunnel(
         notes.append(f"{IKE}.ExchangeMode: AGGRESSIVE has no meaning with IKEV2 (IKEv2 has no "
                      "aggressive mode); imported as MAIN")
         ike["exchange_mode"] = "main"
+    # IntegrityAlgorithm is the current field; IntegrityAlgorith (sic) the deprecated one
+    integrity_field = "IntegrityAlgorithm" if ipsec_obj.get("IntegrityAlgorithm") not in (None, "") \
+        else "IntegrityAlgorith"
     ipsec = {
         "encryption": r.menu(ipsec_obj, "EncryptAlgorithm", IPSEC_ENCRYPTION,
                              cat.DEFAULT_IPSEC_ENCRYPTION, IPSEC, NEWER_IPSEC_ENCRYPTION),
-        "integrity": r.menu(ipsec_obj, "IntegrityAlgorith", IPSEC_INTEGRITY,
+        "integrity": r.menu(ipsec_obj, integrity_field, IPSEC_INTEGRITY,
                             cat.DEFAULT_IPSEC_INTEGRITY, IPSEC),
         "pfs": r.menu(ipsec_obj, "PfsDhGroup", PFS_GROUP, "disable", IPSEC),
         "sa_lifetime": r.number(ipsec_obj, "IPSECSaLifetimeSeconds", *cat.IPSEC_LIFETIME_RANGE,
@@ -462,9 +493,11 @@ def import_tunnel(
                                    *cat.IPSEC_LIFETIME_KB_RANGE, cat.DEFAULT_IPSEC_LIFETIME_KB,
                                    IPSEC, " KB"),
     }
-    if "IntegrityAlgorithm" in ipsec_obj and "IntegrityAlgorith" not in ipsec_obj:
-        r.problems.append(f"{IPSEC}.IntegrityAlgorithm: the API spells this field "
-                          "IntegrityAlgorith (sic); rename it")
+    if {"IntegrityAlgorithm", "IntegrityAlgorith"} <= set(ipsec_obj) and \
+            str(ipsec_obj["IntegrityAlgorithm"]).upper() != str(ipsec_obj["IntegrityAlgorith"]).upper():
+        r.problems.append(f"{IPSEC}.IntegrityAlgorithm: {plain(ipsec_obj['IntegrityAlgorithm'])} "
+                          f"differs from the deprecated IntegrityAlgorith "
+                          f"{plain(ipsec_obj['IntegrityAlgorith'])}; keep one of them")
 
     # Identities and addresses.
     local_kind = r.menu(ike_obj, "LocalIdentity", IDENTITY, "address", IKE)
@@ -687,6 +720,8 @@ def export_tunnel_with_notes(spec: LabSpec | dict, tunnel_name: str | None = Non
     body[IKE] = ike_api
     body[IPSEC] = {
         "EncryptAlgorithm": cat.by_console(cat.ENCRYPTION, ipsec.encryption).api,
+        # the current field and the deprecated one, the same value: readers of either agree
+        "IntegrityAlgorithm": ipsec_integrity_api(cat.by_console(cat.INTEGRITY, ipsec.integrity)),
         "IntegrityAlgorith": ipsec_integrity_api(cat.by_console(cat.INTEGRITY, ipsec.integrity)),
         "PfsDhGroup": pfs_api(ipsec.pfs),
         "IPSECSaLifetimeSeconds": ipsec.sa_lifetime,

@@ -84,6 +84,10 @@ class Vici:
     def connections(self) -> list[str]:
         return decode(self.session.get_conns()).get("conns", [])
 
+    def shared_secrets(self) -> list[str]:
+        """The unique IDs of the shared secrets loaded over VICI (never their values)."""
+        return decode(self.session.get_shared()).get("keys", [])
+
     # -- SAs -------------------------------------------------------------------------------
     def initiate(self, child: str, ike: str, timeout: float = patience(15.0)) -> list[str]:
         """Negotiate a CHILD_SA (and its IKE_SA if needed); raises InitiateFailed with the log."""

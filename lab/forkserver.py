@@ -24,14 +24,15 @@ import threading
 import time
 from typing import IO, Any
 
-CLONE_NEWNET = 0x40000000
+from lab import netlink
+
 _lock = threading.Lock()
 _server: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 
 
 # -- the orchestrator's side ----------------------------------------------------------------------
 class ForkedAgent:
-    """What check.Agent uses of subprocess.Popen, for a child of the fork server.
+    """What lab.probe.Agent uses of subprocess.Popen, for a child of the fork server.
 
     The child is not ours (the server forks it), so its exit is seen through a pidfd and its
     exit status is not known: `returncode` is 0 once it ended (agents report in their output)."""
@@ -187,17 +188,6 @@ def serve(fd: int) -> None:
         sock.send(json.dumps({"pid": pid}).encode())
 
 
-def _setns(path: str) -> None:
-    """setns(2) into a network namespace (os.setns arrives only with Python 3.12)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    with open(path) as ns:
-        if libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {path}: {os.strerror(err)}")
-
-
 def _child(request: dict[str, Any], fds: list[int]) -> None:
     code = 1
     try:
@@ -206,7 +196,7 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
-        _setns(request["netns"])
+        netlink.enter(request["netns"])
         from scapy.config import conf
         from scapy.interfaces import get_working_if
 
@@ -214,7 +204,9 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         conf.route.resync()
         if conf.route6 is not None:
             conf.route6.resync()
-        conf.iface = get_working_if()
+        working = get_working_if()
+        if working is not None:
+            conf.iface = working
         from lab import agent
 
         sys.argv = ["agent.py", *request["args"]]

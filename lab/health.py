@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute, netns
 
-from lab.lifecycle import Lab
 from lab.plan import LAN
+from lab.running import Lab
 
 HOLD_DOWN_PROBES = 5
 

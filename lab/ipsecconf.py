@@ -24,6 +24,8 @@ from pydantic import SecretStr
 
 from lab import swanctl
 from lab.errors import LabError, read_text
+from lab.swanctl_load import judge as judge_swanctl
+from lab.swanctl_load import read as read_swanctl
 
 # strongSwan 5.9 defaults when a value is absent.
 IPSEC_CONF_DEFAULT_IKE = "aes128-sha256-modp3072"  # + the daemon's default proposal (no `!`)
@@ -32,6 +34,9 @@ IPSEC_CONF_IKE_LIFETIME = 3 * 3600
 IPSEC_CONF_LIFETIME = 3600
 IPSEC_CONF_DPD_DELAY = 30
 IPSEC_CONF_DPD_TIMEOUT = 150
+IPSEC_CONF_MARGINTIME = 9 * 60
+IPSEC_CONF_REKEYFUZZ = 100  # percent
+IPSEC_CONF_KEYINGTRIES = "3"
 SWANCTL_REKEY_TIME = 4 * 3600
 SWANCTL_CHILD_REKEY_TIME = 3600
 
@@ -433,8 +438,13 @@ def attach_secrets(config: CustomerConfig, secrets: list[Secret]) -> None:
 
 
 def from_swanctl(text: str, source: str = "swanctl.conf") -> CustomerConfig:
-    """The customer's swanctl.conf (with its `secrets` section) via lab.swanctl.parse."""
-    tree = swanctl.parse(text, source)
+    """A swanctl.conf the lab wrote itself (its renders) via lab.swanctl.parse; users' files
+    are read by strongSwan's swanctl (load_customer_config, lab.swanctl_load)."""
+    return swanctl_view(swanctl.parse(text, source), source)
+
+
+def swanctl_view(tree: dict[str, Any], source: str) -> CustomerConfig:
+    """The normalised view of an already parsed swanctl tree (includes resolved)."""
     connections = []
     for name, c in (tree.get("connections") or {}).items():
         connections.append(_swanctl_connection(name, c, source))
@@ -517,8 +527,11 @@ def load_customer_config(path: str | Path, secrets_path: str | Path | None = Non
     if secrets_path is not None:
         sp = Path(secrets_path)
         secrets = parse_secrets(read_text(sp, "the secrets"), str(sp), sp.parent)
-    if looks_like_swanctl(text):
-        config = from_swanctl(text, str(path))
+    if looks_like_swanctl(text):  # read by strongSwan's own swanctl, as on the user's gateway
+        tree = read_swanctl(path, "the customer configuration")
+        note = judge_swanctl(tree, path, "the customer configuration")
+        config = swanctl_view(tree, str(path))
+        config.notes += [note] if note else []
         if secrets is not None:
             attach_secrets(config, secrets)
         return config

@@ -6,23 +6,27 @@ fails, so a failed `up` leaves nothing half-built.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from lab import processes
 from lab import state as labstate
-from lab.backends import Backend, Progress, get_backend
-from lab.control import Vici, wait_socket
+from lab.backends import Backend, Progress, choose_backend, get_backend
+from lab.control import wait_socket
+from lab.customer import GeneratedCustomer
+from lab.customer import restore as restore_customer
 from lab.dataplane import Dataplane, detect
 from lab.errors import LabError
-from lab.negotiation import establish
+from lab.files import write_private
 from lab.plan import DaemonTuning, LabPlan, build_plan, check_lab_name
-from lab.render import GATEWAY_NFT, render_gateway, write_private
+from lab.render import GATEWAY_NFT, render_gateway, render_nat
 from lab.routing import install_route_tables
+from lab.running import CustomerSide, Lab
 from lab.spec import LabSpec, dump_spec, load_spec
 from lab.state import LabState
 from lab.timing import patience
@@ -30,85 +34,102 @@ from lab.timing import patience
 DAEMON_START_TIMEOUT = patience(20.0)
 
 
-@dataclass
-class Lab:
-    """A running lab as the checks and scenarios see it."""
-
-    state: LabState
-    plan: LabPlan
-    spec: LabSpec
-    backend: Backend
-    customer: Any = None  # lab.customer.CustomerRun: the customer gateway runs the user's own config
-
-    def vici(self, node: str) -> Vici:
-        return Vici(self.backend.host_dir(self.state.name, node) / "charon.vici")
-
-    def log_path(self, node: str) -> Path:
-        return self.backend.host_dir(self.state.name, node) / "charon.log"
-
-
-def choose_backend(requested: str) -> tuple[Backend, str]:
-    if requested == "netns":
-        return get_backend("netns"), "asked for with --backend netns"
-    if requested == "docker":
-        return get_backend("docker"), "asked for with --backend docker"
-    if requested != "auto":
-        raise LabError(f"--backend: must be netns, docker or auto (got {requested!r})")
-    try:
-        from lab.engine import engine_client
-
-        client = engine_client()
-    except ImportError:
-        client = None
-    if client is not None:
-        return get_backend("docker"), "auto: a Docker engine answered"
-    return get_backend("netns"), "auto: no Docker engine answered, using network namespaces"
-
-
 def up(spec_path: str | Path | LabSpec, name: str = "default", backend: str = "auto",
        progress: Progress = lambda _: None, tuning: DaemonTuning | None = None,
        time_scale: float = 1.0, before_establish: Callable[[Lab], None] | None = None,
-       customer: Any = None) -> Lab:
+       customer: CustomerSide | None = None) -> Lab:
     """`tuning` fixes daemon-wide settings (the matrix keeps daemons across cases);
     `time_scale` shortens DPD and lifetimes; `before_establish` runs once the daemons answer
     and before any tunnel is loaded (e.g. to start a capture that must see the first packet);
-    `customer` (lab.customer.CustomerRun) runs the user's own config on the customer gateway.
+    `customer` is what runs on the customer gateway (default: the lab's own, from the spec;
+    `lab.customer.OwnConfig`: the user's own config).
     """
     check_lab_name(name)
-    spec = spec_path if isinstance(spec_path, LabSpec) else load_spec(spec_path)
-    if customer is not None:  # hook (lab.customer): IDC ranges from the user's config
-        spec = customer.fit_spec(spec)
-    dataplane = detect()
-    plan = build_plan(spec, name, dataplane, tuning, time_scale)
-    if customer is not None:  # hook (lab.customer): the gateway at the config's own address
-        customer.fit_plan(plan)
+    customer = customer or GeneratedCustomer()
+    spec = customer.fit(spec_path if isinstance(spec_path, LabSpec) else load_spec(spec_path))
     chosen, why = choose_backend(backend)
-    progress(f"backend {chosen.name} ({why}); dataplane {dataplane.name}")
-    state = labstate.create(name, chosen.name, yaml.safe_dump(dump_spec(spec), sort_keys=False))
+
+    def undo(state: LabState) -> None:
+        progress("bring-up failed: tearing down what was started")
+        down(name, progress=lambda _: None)
+
+    return _bring_up(name, spec, chosen, why, customer, chosen.deploy, undo, progress, tuning,
+                     time_scale, before_establish)
+
+
+def adopt(name: str, spec_path: str | Path, progress: Progress = lambda _: None) -> Lab:
+    """Make the docker-compose project `name` (compose/README.md) the running lab `name`.
+
+    `up` with the backend's `adopt` in place of `deploy`: the backend checks the project's
+    containers are the plan's and configures them, then the daemons start and the tunnels are
+    loaded and initiated. The containers are the project's: a failure stops only what this
+    started and forgets the state. `ipsec-lab down --name NAME` removes the lab (by label).
+    """
+    check_lab_name(name)
+    customer = GeneratedCustomer()
+    backend = get_backend("docker")
+
+    def undo(state: LabState) -> None:
+        processes.stop([p for p in state.pids.values() if p])
+        labstate.forget(name)
+
+    return _bring_up(name, customer.fit(load_spec(spec_path)), backend,
+                     f"adopted from docker-compose project {name}", customer, backend.adopt, undo,
+                     progress)
+
+
+def _bring_up(name: str, spec: LabSpec, backend: Backend, why: str, customer: CustomerSide,
+              materialise: Callable[[LabPlan, LabState, Progress], None],
+              undo: Callable[[LabState], None], progress: Progress,
+              tuning: DaemonTuning | None = None, time_scale: float = 1.0,
+              before_establish: Callable[[Lab], None] | None = None) -> Lab:
+    """The stages after the inputs are fixed: plan (once), state (before anything exists), nodes
+    (`materialise`: deploy, or adopt), daemons, tunnels; `undo` on any failure."""
+    dataplane = detect()
+    plan = build_plan(spec, name, dataplane, tuning, time_scale, customer.placement())
+    progress(f"backend {backend.name} ({why}); dataplane {dataplane.name}")
+    state = labstate.create(name, backend.name, yaml.safe_dump(dump_spec(spec), sort_keys=False))
     state.backend_reason = why
     state.dataplane, state.dataplane_reason = dataplane.name, dataplane.reason
     state.tuning = asdict(tuning) if tuning else None
     state.time_scale = time_scale
     state.save()
     try:
-        lab = Lab(state, plan, spec, chosen, customer)
-        if customer is not None:  # hook (lab.customer): remembered for attach/check
-            customer.save(state.dir)
-        chosen.deploy(plan, state, progress)
+        lab = Lab(state, plan, spec, backend, customer)
+        customer.save(state.dir)
+        materialise(plan, state, progress)
+        start_nat(lab, progress)
         start_daemons(lab, progress)
         if before_establish:
             before_establish(lab)
-        if customer is not None:  # hook (lab.customer): failures are recorded for check, not raised
-            customer.establish(lab, progress)
-        else:
-            establish(lab, progress)
+        customer.establish(lab, progress)
         state.phase = "up"
         state.save()
         return lab
     except BaseException:
-        progress("bring-up failed: tearing down what was started")
-        down(name, progress=lambda _: None)
+        undo(state)
         raise
+
+
+# a NAT router's idle-UDP lifetime: conntrack's two UDP timeouts (before and after a reply)
+UDP_TIMEOUTS = ("net/netfilter/nf_conntrack_udp_timeout", "net/netfilter/nf_conntrack_udp_timeout_stream")
+
+
+def start_nat(lab: Lab, progress: Progress) -> None:
+    """Each NAT router's source NAT (configs/templates/nat.nft.j2) and idle-UDP timeout, inside
+    its own namespace or container (conntrack's timeouts are per network namespace)."""
+    routers = [n for n in lab.plan.nodes if n.nat is not None]
+    for node in routers:
+        done = lab.backend.exec(lab.state, node.name, ["nft", render_nat(lab.plan, node)])
+        if done.returncode != 0:
+            raise LabError(f"{node.name}: the NAT rules failed: {done.stderr.strip()}")
+        if node.nat is not None and node.nat.udp_timeout is not None:
+            script = "; ".join(f"echo {node.nat.udp_timeout} > /proc/sys/{key}" for key in UDP_TIMEOUTS)
+            done = lab.backend.exec(lab.state, node.name, ["sh", "-c", script])
+            if done.returncode != 0:
+                raise LabError(f"{node.name}: cannot set the NAT's UDP timeout: {done.stderr.strip()}")
+    if routers:
+        progress(f"{len(routers)} NAT router(s) translating")
 
 
 def start_daemons(lab: Lab, progress: Progress) -> None:
@@ -116,7 +137,7 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
         directory = lab.backend.host_dir(lab.state.name, gw.node)
         files = render_gateway(lab.plan, gw, lab.backend.run_dir(lab.state.name, gw.node))
         firewall = files[GATEWAY_NFT]
-        if lab.customer is not None and gw.side == "customer":  # hook (lab.customer): user's files
+        if gw.side == "customer":
             files = lab.customer.gateway_files(files)
         for filename, text in {**files, GATEWAY_NFT: firewall}.items():
             write_private(directory / filename, text)
@@ -127,10 +148,14 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
         directory = lab.backend.host_dir(lab.state.name, gw.node)
         pid = lab.state.pids.get(f"charon:{gw.node}")
         wait_socket(directory / "charon.vici", deadline,
-                    alive=lambda pid=pid: pid is None or _alive(pid))
+                    alive=functools.partial(processes.alive, pid) if pid is not None else _always)
     progress(f"{len(lab.plan.gateways)} strongSwan daemons answering on VICI")
     if routes := install_route_tables(lab):
         progress(f"{routes} route-table entries installed on the cloud gateway(s)")
+
+
+def _always() -> bool:
+    return True
 
 
 def apply_firewall(lab: Lab, node: str) -> None:
@@ -141,14 +166,6 @@ def apply_firewall(lab: Lab, node: str) -> None:
         raise LabError(f"{node}: nft -f {GATEWAY_NFT} failed: {done.stderr.strip()}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def attach(name: str = "default") -> Lab:
     """The running lab `name`, rebuilt from its saved spec (the plan is deterministic)."""
     state = labstate.load(name)
@@ -156,13 +173,9 @@ def attach(name: str = "default") -> Lab:
     tuning = DaemonTuning(**state.tuning) if state.tuning else None
     if tuning and tuning.retransmit:
         tuning = DaemonTuning(tuning.aggressive_psk, tuple(tuning.retransmit))  # type: ignore[arg-type]
+    customer = restore_customer(state.dir)
     plan = build_plan(spec, name, Dataplane(state.dataplane, state.dataplane_reason), tuning,
-                      state.time_scale)
-    from lab.customer import CustomerRun  # hook (lab.customer): a lab run with the user's config
-
-    customer = CustomerRun.restore(state.dir)
-    if customer is not None:
-        customer.fit_plan(plan)
+                      state.time_scale, customer.placement())
     return Lab(state, plan, spec, get_backend(state.backend), customer)
 
 
@@ -189,24 +202,10 @@ def down(name: str = "default", progress: Progress = lambda _: None) -> list[str
 
 def all_names() -> list[str]:
     """Labs with state, plus labs whose state was lost but whose namespaces or containers remain."""
-    from pyroute2 import netns
-
-    from lab.backends.netns import PREFIX
-
     found = set(labstate.names())
-    for ns in netns.listnetns():
-        if ns.startswith(PREFIX) and not ns.startswith(f"{PREFIX}probe-"):
-            found.add(ns[len(PREFIX):].rsplit("-", 1)[0])
-    try:
-        from lab.engine import engine_client
-    except ImportError:
-        return sorted(found)
-    client = engine_client()
-    if client is not None:
-        labelled = {"label": "ipsec-lab.lab"}
-        found |= {c.labels.get("ipsec-lab.lab", "") for c in client.containers.list(all=True,
-                                                                                    filters=labelled)}
-        found |= {n.attrs.get("Labels", {}).get("ipsec-lab.lab", "")
-                  for n in client.networks.list(filters=labelled)}
-        found.discard("")
+    for backend_name in ("netns", "docker"):
+        try:
+            found |= get_backend(backend_name).lab_names()
+        except ImportError:  # the docker SDK is not installed: no docker labs
+            continue
     return sorted(found)

@@ -10,20 +10,20 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from lab.backends import Progress
+from lab import diagnose
 from lab.control import InitiateFailed
 from lab.errors import LabError
 from lab.swanctl import parse
 from lab.timing import patience
 
 if TYPE_CHECKING:
-    from lab.lifecycle import Lab
+    from lab.backends import Progress
+    from lab.running import Lab
 
 ESTABLISH_TIMEOUT = patience(20.0)
 
@@ -95,7 +95,9 @@ def initiate_tunnel(lab: Lab, tunnel: str, timeout: float = ESTABLISH_TIMEOUT) -
             try:
                 ini.initiate(child, tunnel, timeout)
             except InitiateFailed as exc:
-                raise TunnelFailed(tunnel, child, initiator, str(exc), exc.log) from None
+                raise TunnelFailed(tunnel, child, initiator, str(exc), exc.log,
+                                   diagnose.log_messages(lab.log_path(responder)),
+                                   identity_hint(lab, tunnel)) from None
         wait_children_up(next_event, set(children), time.monotonic() + timeout, responder)
 
 
@@ -116,40 +118,61 @@ def wait_children_up(next_event, names: set[str], deadline: float, where: str) -
                 pending.discard(child.get("name"))
 
 
+def rekey_children(lab: Lab, node: str, tunnel: str, children: list[str],
+                   timeout: float = patience(15.0)) -> None:
+    """Rekey each CHILD_SA once and wait for the new SA (PFS shows only there in IKEv2)."""
+    with lab.vici(node) as v, v.events(["child-rekey"]) as next_event:
+        for child in children:
+            v.rekey_child(child)
+        pending = set(children)
+        deadline = time.monotonic() + timeout
+        while pending:
+            event = next_event(deadline)
+            if event is None:
+                raise LabError(f"tunnel {tunnel}: CHILD_SA rekey did not complete in time "
+                               f"({', '.join(sorted(pending))})")
+            for ike in event[1].values():
+                for child in (ike.get("child-sas", {}) if isinstance(ike, dict) else {}).values():
+                    pending.discard(child.get("new", {}).get("name", child.get("name")))
+
+
 class TunnelFailed(LabError):
-    """A tunnel did not establish; carries the initiator's log of the attempt."""
+    """A tunnel did not establish; carries the initiator's log of the attempt and the reason the
+    diagnoser found in it and in the responder's log."""
 
-    def __init__(self, tunnel: str, child: str, node: str, message: str, log: list[str]):
+    def __init__(self, tunnel: str, child: str, node: str, message: str, log: list[str],
+                 responder_log: list[str] | None = None, hint: str | None = None):
         self.tunnel, self.child, self.node, self.log = tunnel, child, node, log
-        reason = classify(log)
+        reason, evidence = diagnose.classify(log, {"responder": [{"msg": m} for m in
+                                                                 responder_log or []]}, message)
+        self.reason = reason or "negotiation failed"
         tail = "\n".join(f"    {line}" for line in log[-8:])
-        super().__init__(f"tunnel {tunnel}: {reason} ({message}; initiator {node})\n{tail}")
-        self.reason = reason
+        why = f": {evidence}" if reason else ""
+        self.hint = hint if self.reason in (diagnose.ID, diagnose.PSK) else None
+        advice = f"\n  {self.hint}" if self.hint else ""
+        super().__init__(f"tunnel {tunnel}: {self.reason}{why} ({message}; initiator {node})"
+                         f"{advice}\n{tail}")
 
 
-# Patterns in strongSwan's log of a failed attempt -> the reason a network engineer knows.
-REASONS = (
-    (r"AUTHENTICATION_FAILED|authentication of .* failed|MAC mismatched|integrity check failed",
-     "authentication failed (pre-shared key or ID mismatch)"),
-    (r"NO_PROPOSAL_CHOSEN|no acceptable proposal|no matching proposal",
-     "no proposal chosen (algorithm mismatch)"),
-    (r"TS_UNACCEPTABLE|no acceptable traffic selectors|traffic selectors .* unacceptable",
-     "traffic selectors unacceptable (subnet mismatch)"),
-    (r"INVALID_ID_INFORMATION|no matching peer config|no peer config found",
-     "peer ID not accepted"),
-    (r"INVALID_KE_PAYLOAD", "DH group mismatch"),
-    (r"giving up after \d+ retransmits|peer not responding|timed? ?out",
-     "timeout (peer did not answer)"),
-    (r"unable to install IPsec policies|error installing route", "dataplane refused the SA"),
-)
-
-
-def classify(log: list[str]) -> str:
-    text = "\n".join(log)
-    for pattern, reason in REASONS:
-        if re.search(pattern, text):
-            return reason
-    return "negotiation failed"
+def identity_hint(lab: Lab, tunnel: str) -> str | None:
+    """Where the two ends' identities disagree, in the user's terms: behind NAT the classic
+    case is a customer gateway whose ID is its private address while the cloud expects the
+    public one."""
+    cloud = lab.plan.connection(tunnel)
+    customer = next(c for c in lab.plan.customer_of(tunnel).connections if c.tunnel == tunnel)
+    nat = lab.spec.tunnel(tunnel).customer_gateway.behind_nat
+    index = next(i for i, t in enumerate(lab.spec.tunnels) if t.name == tunnel)
+    if customer.local_id != cloud.remote_id:
+        private = " (its private address behind the NAT)" if nat and \
+            customer.local_id == str(nat.private_ip) else ""
+        return (f"the customer gateway identifies itself as {customer.local_id}{private}, but the "
+                f"cloud expects {cloud.remote_id} (tunnels[{index}].ike.peer_id): set the customer's "
+                f"local ID (leftid= in ipsec.conf, local.id in swanctl.conf) to {cloud.remote_id}")
+    if customer.remote_id != cloud.local_id:
+        return (f"the customer gateway expects the cloud to be {customer.remote_id}, but the cloud "
+                f"identifies itself as {cloud.local_id} (tunnels[{index}].ike.local_id): set the "
+                f"customer's remote ID (rightid= / remote.id) to {cloud.local_id}")
+    return None
 
 
 def start_trigger(lab: Lab) -> None:

@@ -16,20 +16,25 @@ from lab import catalogue as cat
 from lab.dataplane import Dataplane
 from lab.dpd import DpdSchedule, dpd_schedule, retransmit_for
 from lab.errors import LabError
-from lab.rules import unsupported
 from lab.spec import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel
+from lab.spec.rules import unsupported
 
-Role = Literal["vpc-host", "vpn-gateway", "internet", "customer-gateway", "idc-host", "switch"]
+Role = Literal["vpc-host", "vpn-gateway", "internet", "customer-gateway", "idc-host", "switch",
+               "nat-router"]
 LAB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 WAN, LAN = "eth0", "eth1"
+NAT_INSIDE = "eth1"  # a NAT router's port toward the customer gateway behind it
 LIBIPSEC_TUN = "ipsec0"  # kernel-libipsec's TUN device
 UNROUTED_BASE = "172.31"  # IDC canary addresses no route of the cloud gateway leads to
+MAX_TUNNELS = 32  # a customer gateway (namespace or container, and a daemon) per tunnel
+DEFAULT_MTU = 1500  # Ethernet's, the kernel's default for a veth
 
 
 @dataclass
 class Interface:
     name: str
     addresses: list[ipaddress.IPv4Interface] = field(default_factory=list)
+    mtu: int | None = None  # None: the kernel's default (1500)
 
 
 @dataclass
@@ -37,6 +42,17 @@ class Route:
     destination: Cidr
     via: ipaddress.IPv4Address | None = None
     device: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceNat:
+    """What a NAT router does: addresses from `inside` leave its WAN as `public`."""
+
+    inside: ipaddress.IPv4Network
+    public: ipaddress.IPv4Address
+    private: ipaddress.IPv4Address  # the gateway behind it
+    inbound: bool = True  # IKE and ESP-in-UDP from the internet forwarded to `private` (1:1)
+    udp_timeout: int | None = None  # seconds an idle UDP mapping lives (None: the kernel's)
 
 
 @dataclass
@@ -47,6 +63,9 @@ class Node:
     routes: list[Route] = field(default_factory=list)
     forwarding: bool = False
     bridge: str | None = None  # the internet node holds the segment's bridge
+    # an IDC host: its ranges come from idc_cidrs (else only from the SPD peers); errors name it
+    lan_from_idc_cidrs: bool = True
+    nat: SourceNat | None = None  # a NAT router's translation (configs/templates/nat.nft.j2)
 
     def iface(self, name: str) -> Interface:
         return next(i for i in self.interfaces if i.name == name)
@@ -104,10 +123,11 @@ class Gateway:
     connections: list[Connection]
     dataplane: Dataplane
     aggressive_psk: bool
-    retransmit: tuple[float, float, int] | None  # timeout, base, tries (IKEv2 DPD derived)
+    retransmit: tuple[float, float, int] | None  # timeout, base, tries (from IKEv2 DPD, or time-scaled)
     # the gateway's route table in the main table (SPD mappings' peers and destination routes),
     # installed once its daemon runs (libipsec only: see lab.routing)
     route_table: list[Route] = field(default_factory=list)
+    keep_alive: int | None = None  # NAT-T keepalive interval, s (None: strongSwan's 20 s)
 
 
 @dataclass
@@ -301,16 +321,33 @@ class DaemonTuning:
     retransmit: tuple[float, float, int] | None = (1.0, 1.4, 2)
 
 
+@dataclass(frozen=True)
+class CustomerPlacement:
+    """How the first customer gateway runs when it is not the lab's own: the user's config may
+    put it at another address than the spec's (the cloud still expects the spec's), and the
+    user's strongswan.conf, not the lab, decides its daemon-wide settings."""
+
+    address: ipaddress.IPv4Address | None = None  # its WAN address, when not the spec's
+    own_daemon_settings: bool = False  # no aggressive-PSK or retransmit setting of the lab's
+
+
 def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
-               tuning: DaemonTuning | None = None, time_scale: float = 1.0) -> LabPlan:
+               tuning: DaemonTuning | None = None, time_scale: float = 1.0,
+               placement: CustomerPlacement | None = None) -> LabPlan:
     """Derive the whole lab from a valid spec; refuses what the endpoints cannot run.
 
     `time_scale` shortens DPD timeouts and SA lifetimes for quick experiments (the spec keeps
-    the cloud's real values; reports state the scale).
+    the cloud's real values; reports state the scale). `placement` applies to the first
+    tunnel's customer gateway (a user's own config is for exactly one tunnel).
     """
+    placement = placement or CustomerPlacement()
     if not 0 < time_scale <= 1:
         raise LabError(f"--time-scale: must be > 0 and <= 1 (got {time_scale})")
     check_lab_name(name)
+    if len(spec.tunnels) > MAX_TUNNELS:
+        raise LabError(f"tunnels: {len(spec.tunnels)} tunnels; a lab runs at most {MAX_TUNNELS} "
+                       "(one customer gateway each, with its own node and daemon): split the "
+                       "spec into several labs")
     missing = unsupported(spec)
     if missing:
         raise LabError("cannot run this lab:\n" + "\n".join(f"  - {m}" for m in missing))
@@ -330,6 +367,9 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
     probes: list[MappingProbe] = []
 
     internet = Node("inet", "internet", bridge="br0")
+    # the internet path's MTU, on both ends of every uplink: the gateways know it (PMTU discovery
+    # works), unlike a smaller link they do not know of (lab.scenarios.impair.bridge_port_mtu)
+    mtu = spec.internet.mtu if spec.internet.mtu != DEFAULT_MTU else None
     vpc = Node("vpc", "vpc-host")
     used = ["primary"] + (["secondary"] if any(t.vpn_gateway == "secondary" for t in spec.tunnels)
                           else [])
@@ -338,11 +378,13 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
     nodes += [vpc, *clouds.values(), internet]
 
     public_ips = [gw_spec.ip_of(w) for w in used] + [t.customer_gateway.public_ip for t in spec.tunnels]
+    if placement.address is not None and placement.address not in public_ips:
+        public_ips.append(placement.address)
 
     def wan(node: Node, ip: ipaddress.IPv4Address, port: str) -> None:
-        node.interfaces.append(Interface(WAN, [ipaddress.IPv4Interface(f"{ip}/32")]))
+        node.interfaces.append(Interface(WAN, [ipaddress.IPv4Interface(f"{ip}/32")], mtu=mtu))
         node.routes += [Route(Cidr(f"{o}/32"), device=WAN) for o in public_ips if o != ip]
-        internet.interfaces.append(Interface(port))
+        internet.interfaces.append(Interface(port, mtu=mtu))
         links.append(Link(node.name, WAN, internet.name, port))
 
     for which, node in clouds.items():
@@ -366,12 +408,34 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         cloud = clouds[t.vpn_gateway]
         cgw = Node(f"cgw{i}", "customer-gateway", forwarding=True)
         site = sites.setdefault(t.customer_gateway.site or f"#{i}",
-                                _Site(Node(f"idc{i}", "idc-host"), _Addresses([])))
+                                _Site(Node(f"idc{i}", "idc-host",
+                                           lan_from_idc_cidrs=bool(t.customer_gateway.idc_cidrs)),
+                                      _Addresses([])))
         site.gateways.append(cgw)
         nodes.append(cgw)
         if len(site.gateways) == 1:
             nodes.append(site.host)
-        wan(cgw, cgw_ip, f"p-cgw{i}")
+        # where the gateway really is: the spec's address, or the user's config's (first tunnel)
+        cgw_addr = placement.address if i == 1 and placement.address is not None else cgw_ip
+        own_settings = i == 1 and placement.own_daemon_settings
+        nat = t.customer_gateway.behind_nat
+        local_addr = cgw_addr
+        if nat is None:
+            wan(cgw, cgw_addr, f"p-cgw{i}")
+        else:  # the gateway's WAN is private; its NAT router holds the public address
+            router = Node(f"nat{i}", "nat-router", forwarding=True)
+            inside = ipaddress.IPv4Network(f"{nat.private_ip}/24", strict=False)
+            router_ip = inside.network_address + 1
+            router.nat = SourceNat(inside, cgw_addr, nat.private_ip, nat.inbound, nat.udp_timeout)
+            nodes.append(router)
+            wan(router, cgw_addr, f"p-cgw{i}")
+            router.interfaces.append(Interface(NAT_INSIDE, [ipaddress.IPv4Interface(f"{router_ip}/24")],
+                                               mtu=mtu))
+            cgw.interfaces.append(Interface(WAN, [ipaddress.IPv4Interface(f"{nat.private_ip}/24")],
+                                            mtu=mtu))
+            cgw.routes += [Route(Cidr(f"{o}/32"), via=router_ip) for o in public_ips if o != cgw_addr]
+            links.append(Link(router.name, NAT_INSIDE, cgw.name, WAN))
+            local_addr = nat.private_ip
 
         selectors = spec.selectors(t)
         for cidr in t.customer_gateway.idc_cidrs:
@@ -402,8 +466,9 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         c_remote = (_identity(c_ike.peer_id, cloud_ip) if "peer_id" in t.customer.ike
                     else cloud_id)
         customer_conn = _connection(
-            t, "customer", c_ike, c_ipsec, c_psk, cgw_ip, cloud_ip,
-            c_local, c_remote, dataplane, time_scale, selectors,
+            t, "customer", c_ike, c_ipsec, c_psk, local_addr, cloud_ip,
+            c_local, c_remote, dataplane, time_scale,
+            [(p, lo) for lo, p in selectors] if t.customer.swap_selectors else selectors,
         )
         hc = t.health_check
         if hc.enabled and hc.local_ip and hc.peer_ip:
@@ -414,10 +479,13 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             hc_addrs.setdefault(cloud.name, []).append(ipaddress.IPv4Interface(f"{hc.local_ip}/32"))
             hc_addrs.setdefault(cgw.name, []).append(ipaddress.IPv4Interface(f"{hc.peer_ip}/32"))
         gateways.append(Gateway(
-            cgw.name, "customer", cgw_ip, [customer_conn], dataplane,
-            aggressive_psk=customer_conn.aggressive if tuning is None else tuning.aggressive_psk,
-            retransmit=retransmit_for([customer_conn.dpd] if customer_conn.version == 2 else [])
+            cgw.name, "customer", cgw_addr, [customer_conn], dataplane,
+            aggressive_psk=False if own_settings else customer_conn.aggressive if tuning is None
+            else tuning.aggressive_psk,
+            retransmit=None if own_settings else retransmit_for(
+                [customer_conn.dpd] if customer_conn.version == 2 else [], time_scale)
             if tuning is None else tuning.retransmit,
+            keep_alive=nat.keepalive if nat is not None else None,
         ))
         # the hosts' routes point at the primary gateway and a site's first customer gateway:
         # tunnels elsewhere are standby paths until a failover moves the routes
@@ -447,7 +515,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             route_table=route_tables[which],
             aggressive_psk=any(c.aggressive for c in conns) if tuning is None
             else tuning.aggressive_psk,
-            retransmit=retransmit_for([c.dpd for c in conns if c.version == 2])
+            retransmit=retransmit_for([c.dpd for c in conns if c.version == 2], time_scale)
             if tuning is None else tuning.retransmit,
         ))
     return LabPlan(name, dataplane, nodes, links, gateways, probes, time_scale=time_scale)

@@ -8,7 +8,7 @@ are silent a profile says so in `assumed` (shown by `ipsec-lab validate`), and t
 value unless the cloud's public API documents another.
 
 `lab.spec` accepts any catalogue spelling and applies the profile's defaults to omitted fields;
-`lab.rules` checks every menu choice and limit against the gateway's profile.
+`lab.spec.rules` checks every menu choice and limit against the gateway's profile.
 """
 
 from __future__ import annotations

@@ -29,9 +29,11 @@ import pytest
 import yaml
 
 from lab import lifecycle
-from lab.check import Agent, CheckReport, run_check
+from lab.check import run_check
 from lab.control import Vici
-from lab.lifecycle import Lab
+from lab.findings import CheckReport
+from lab.probe import Agent
+from lab.running import Lab
 
 _counter = itertools.count(1)
 

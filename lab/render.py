@@ -13,7 +13,8 @@ from pathlib import Path
 
 import jinja2
 
-from lab.plan import WAN, Gateway, LabPlan
+from lab.files import write_private
+from lab.plan import WAN, Gateway, LabPlan, Node
 
 GATEWAY_NFT = "gateway.nft"  # the gateway's forwarding rules (applied by lab.lifecycle)
 CONFIGS = Path(os.environ.get("IPSEC_LAB_CONFIGS", Path(__file__).resolve().parent.parent / "configs"))
@@ -47,14 +48,23 @@ def render_gateway(plan: LabPlan, gw: Gateway, run_dir: str) -> dict[str, str]:
     return files
 
 
-def write_private(path: Path, text: str) -> None:
-    """Mode 0600 from the first byte, and atomic: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def render_nat(plan: LabPlan, node: Node) -> str:
+    """A NAT router's nftables (its `nat` translation)."""
+    return environment().get_template("nat.nft.j2").render({"lab": plan.name, "node": node,
+                                                            "wan": WAN})
+
+
+@functools.cache
+def report_environment() -> jinja2.Environment:
+    """The HTML reports' templates (`configs/reports/`), kept apart from the gateways' configs:
+    autoescaped, since reports carry names and log lines from daemons and users."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(CONFIGS / "reports"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def write_configs(plan: LabPlan, out: Path, run_dir: Callable[[str], str]) -> list[Path]:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lab.check import CheckReport
+from lab.findings import CheckReport
 
 
 def check_table(report: CheckReport) -> Table:

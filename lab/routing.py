@@ -16,7 +16,7 @@ a source route per CHILD_SA into table 220 (the remote selector via the peer's p
 with a source inside the local selector), so forwarded traffic reaches the XFRM policies, and
 a destination no CHILD_SA covers has no route and is dropped at the gateway. Those routes name
 the peer as next hop, which the kernel accepts only when the route to the peer has link scope
-(lab.backends.netns.configure_node gives the /32 WAN routes that scope); traffic that matches
+(lab.netlink.configure_node gives the /32 WAN routes that scope); traffic that matches
 no policy never leaves in clear (configs/templates/gateway.nft.j2). Tested in the VM harness
 (lab.vm). 0.0.0.0/0 selectors with one XFRM interface per tunnel are not implemented yet.
 """
@@ -25,12 +25,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-
+from lab import netlink
 from lab.errors import LabError
 
 if TYPE_CHECKING:
-    from lab.lifecycle import Lab
+    from lab.running import Lab
 
 
 def install_route_tables(lab: Lab) -> int:
@@ -40,7 +39,7 @@ def install_route_tables(lab: Lab) -> int:
         if not gw.route_table:
             continue
         path = lab.backend.netns_path(lab.state, gw.node)
-        with IPRoute(netns=path, flags=0) as ipr:
+        with netlink.socket(path) as ipr:
             for route in gw.route_table:
                 found = ipr.link_lookup(ifname=route.device)
                 if not found:

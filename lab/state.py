@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.render import write_private
+from lab.files import write_private
 
 ROOT = Path(os.environ.get("IPSEC_LAB_STATE", "/run/ipsec-lab"))
 
@@ -65,8 +65,15 @@ def create(name: str, backend: str, spec_text: str) -> LabState:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     state = LabState(name=name, backend=backend)
+    # the claim: of two `up`s of one name at once, exactly one creates state.json (O_EXCL)
+    try:
+        fd = os.open(directory / "state.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise LabError(f"lab {name!r} is already up, or being brought up by another process "
+                       f"(ipsec-lab status --name {name}; ipsec-lab down --name {name})") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(asdict(state), indent=2))
     write_private(state.spec_file, spec_text)
-    state.save()
     return state
 
 

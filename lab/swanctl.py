@@ -82,20 +82,37 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
 
 
 def strip_comment(line: str) -> str:
-    """The line without its `#` comment (a `#` inside double quotes is kept)."""
-    quoted = False
+    """The line without its `#` comment (a `#` inside double quotes is kept; inside quotes a
+    backslash escapes the next character, `\\"` included)."""
+    quoted = escaped = False
     for i, ch in enumerate(line):
-        if ch == '"':
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
             quoted = not quoted
         elif ch == "#" and not quoted:
             return line[:i]
     return line
 
 
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+
+
 def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    return value
+    """A double-quoted value as strongSwan's settings lexer reads it: `\\n`, `\\t`, `\\r`, `\\b`,
+    `\\f` are control characters, a backslash before any other character is that character."""
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    out, chars = [], iter(value[1:-1])
+    for ch in chars:
+        if ch == "\\":
+            nxt = next(chars, "")
+            out.append(ESCAPES.get(nxt, nxt))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def secret_bytes(value: str) -> bytes:

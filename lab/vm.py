@@ -30,7 +30,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
+
+from lab.dataplane import kernel_has_esp
 from lab.errors import LabError
+from lab.render import environment
 
 CACHE = Path(os.environ.get("IPSEC_LAB_VM_CACHE", "/var/cache/ipsec-lab/vm"))
 META_PACKAGE = "linux-image-amd64"
@@ -146,12 +150,12 @@ def load_order(modules_dir: Path, names: list[str]) -> list[str]:
         order.append(mod)
 
     for name in names:
-        mod = by_name.get(name.replace("-", "_"))
-        if mod is None:
+        found = by_name.get(name.replace("-", "_"))
+        if found is None:
             if f"/{name}.ko" in builtin:
                 continue
             raise LabError(f"kernel module {name} is neither a module nor built in")
-        visit(mod)
+        visit(found)
     return order
 
 
@@ -199,9 +203,7 @@ class _Newc:
         return self.out.getvalue()
 
 
-def _template(name: str):
-    from lab.render import environment
-
+def _template(name: str) -> jinja2.Template:
     return environment().get_template(name)
 
 
@@ -425,7 +427,5 @@ def _follow(path: Path, stop: threading.Event) -> Iterator[str]:
 
 def needed() -> tuple[bool, str]:
     """Whether kernel-dataplane tests need the guest: the host kernel has no ESP."""
-    from lab.dataplane import kernel_has_esp
-
     esp, why = kernel_has_esp()
     return not esp, why

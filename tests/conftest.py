@@ -13,7 +13,7 @@ EXAMPLES = ROOT / "configs" / "examples"
 
 def _docker_unavailable() -> str | None:
     """Only a missing engine skips: the backend's own import is a hard dependency."""
-    from lab.engine import engine_client
+    from lab.backends.docker.engine import engine_client
 
     if engine_client() is None:
         return "no Docker engine answers (make lab-up or .ci/run starts one)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from lab.advise import Advice, advise, parse_proposal
 from lab.cloudapi import import_tunnel
@@ -300,7 +301,7 @@ def test_commands(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from lab.inputs_commands import register
+    from lab.cli.inputs import register
 
     app = typer.Typer()
     register(app)
@@ -342,3 +343,62 @@ def test_the_labs_own_customer_configs_advise_clean(example):
         # leaves a passive tunnel down after DPD: a finding about the rendering, kept visible here
         expected = ["dpd"] if spec.tunnels[0].negotiation_type == "passive" else []
         assert sorted({a.topic for a in warnings}) == expected, warnings
+
+
+@pytest.mark.parametrize(("encryption", "integrity", "overhead"), [
+    ("AES-128", "SHA1", 73),  # 20 IP + 8 ESP + 16 IV + 15 padding + 2 + 12 ICV
+    ("3DES", "MD5", 57),
+    ("AES-256", "SHA256", 77),
+    ("AES-128-GCM-16", "SHA1", 57),  # an AEAD's own 16-byte ICV, no HMAC
+])
+def test_the_mss_note_follows_the_cloud_esp_overhead(encryption, integrity, overhead):
+    from lab.advise import esp_overhead, mss_note
+
+    assert esp_overhead(encryption, integrity) == overhead
+    import yaml
+
+    data = yaml.safe_load((EXAMPLES / "default.yaml").read_text())
+    data.setdefault("vpn_gateway", {})["profile"] = "aws" if "GCM" in encryption else "tencent"
+    data["tunnels"][0]["ipsec"] = {"encryption": encryption, "integrity": integrity}
+    if "GCM" in encryption:  # the aws profile's own IKE and IPsec lifetime limits
+        data["tunnels"][0]["ike"] = {**data["tunnels"][0].get("ike", {}), "sa_lifetime": 28800}
+        data["tunnels"][0]["ipsec"]["sa_lifetime"] = 3600
+    spec = parse_spec(data)
+    note = mss_note(spec)
+    assert f"adds up to {overhead} bytes per packet ({overhead + 8} behind NAT)" in note.message
+    assert f"--set-mss {1500 - overhead - 8 - 40}" in (note.fix or "")
+
+
+def test_advise_prints_the_mss_note_after_its_findings(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-c", "from lab.cli import main; main()", "advise",
+                           str(EXAMPLES / "default.yaml"), "--customer-config",
+                           str(CUSTOMER / "swanctl.conf")], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    assert "clamp TCP MSS to 1379" in " ".join(done.stdout.split()), done.stdout + done.stderr
+
+
+def test_a_private_left_address_as_id_is_called_the_nat_pitfall(tmp_path):
+    """A gateway behind NAT, configured the way strongSwan's own examples are (left= its own
+    address, no leftid): its ID is the private address; the cloud expects the public one."""
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text("conn %default\n    keyexchange=ikev2\n    ike=aes128-sha256-modp2048!\n"
+                    "    esp=aes128-sha1!\n    authby=secret\n\n"
+                    "conn cloud\n    left=172.16.0.2\n    leftsubnet=192.168.1.0/24\n"
+                    "    right=203.0.113.1\n    rightsubnet=10.0.1.0/24\n    auto=start\n")
+    secrets = tmp_path / "ipsec.secrets"
+    secrets.write_text(": PSK \"lab-default-psk-change-me\"\n")
+    secrets.chmod(0o600)
+    spec = parse_spec(yaml.safe_load((EXAMPLES / "behind-nat.yaml").read_text()))
+    items = advise(spec, load_customer_config(conf, secrets))
+    ident = [a for a in items if a.topic == "identity" and a.severity == "error"]
+    assert len(ident) == 1, items
+    assert ident[0].message.startswith("your side identifies as address 172.16.0.2 (the default ID, "
+                                       "your address 172.16.0.2); the cloud tunnel expects the "
+                                       "customer ID address 198.51.100.2: a private address, so "
+                                       "your gateway is presumably behind NAT")
+    assert ident[0].fix == "leftid=198.51.100.2, or change the tunnel's customer ID"

@@ -122,7 +122,7 @@ def test_psk_env_reference(monkeypatch):
     (None, "DpdTimeout", "90", "DpdTimeout: must be 30-60 seconds (got '90')"),
     (None, "DpdAction", "hold", "DpdAction: must be one of clear, restart (got 'hold')"),
     (None, "NegotiationType", "auto", "NegotiationType: must be one of active, passive, flowTrigger"),
-    (None, "RouteType", "BGP", "RouteType: must be one of Policy, StaticRoute"),
+    (None, "RouteType", "BGP", "RouteType: Bgp (routes learnt over BGP) needs BGP support"),
     (None, "VpnConnectionName", "x" * 61, "VpnConnectionName: at most 60 characters"),
 ])
 def test_out_of_range_values_name_the_api_field(section, field, value, expected):
@@ -227,3 +227,110 @@ def test_export_of_example_specs():
     body = export_tunnel(load_spec(EXAMPLES / "ikev1-aggressive-fqdn.yaml"))
     assert body["IKEOptionsSpecification"]["LocalFqdnName"] == "vpngw.cloud.example"
     assert body["IKEOptionsSpecification"]["ExchangeMode"] == "AGGRESSIVE"
+
+
+# -- the API as it really is (bodies written here, from the vpc 2017-03-12 models) ------------------
+def _body(**fields) -> dict:
+    """A CreateVpnConnection body with the required fields, then `fields` (None removes one)."""
+    body = {"VpcId": "vpc-gapcv96p", "VpnGatewayId": "vpngw-1w9tue3d",
+            "CustomerGatewayId": "cgw-qa9sxpy7", "VpnConnectionName": "branch",
+            "PreShareKey": "a-long-enough-key-1", "RouteType": "Policy",
+            "SecurityPolicyDatabases": [{"LocalCidrBlock": "10.0.1.0/24",
+                                         "RemoteCidrBlock": ["192.168.1.0/24"]}],
+            "IKEOptionsSpecification": {"LocalAddress": "203.0.113.1",
+                                        "RemoteAddress": "198.51.100.2"}}
+    for k, v in fields.items():
+        if v is None:
+            body.pop(k, None)
+        else:
+            body[k] = v
+    return body
+
+
+@pytest.mark.parametrize("spelling", ["STATIC", "StaticRoute", "staticroute"])
+def test_every_static_route_spelling_is_a_destination_route_tunnel(spelling):
+    spec, notes = import_tunnel(_body(RouteType=spelling, SecurityPolicyDatabases=None),
+                                idc_cidrs=["192.168.1.0/24"])
+    assert spec["tunnels"][0]["communication_mode"] == "destination-route"
+    assert spec["vpn_gateway"]["routes"] == [{"destination": "192.168.1.0/24", "tunnel": "branch"}]
+
+
+def test_the_api_s_own_static_route_shape_0_0_spd_is_imported_as_destination_route():
+    body = _body(RouteType="StaticRoute", SecurityPolicyDatabases=[
+        {"LocalCidrBlock": "0.0.0.0/0", "RemoteCidrBlock": ["0.0.0.0/0"]}])
+    spec, notes = import_tunnel(body, idc_cidrs=["192.168.1.0/24"])
+    tunnel = spec["tunnels"][0]
+    assert (tunnel["communication_mode"], tunnel["spd_rules"]) == ("destination-route", [])
+    assert any("0.0.0.0/0 -> [0.0.0.0/0] is how the API shows a StaticRoute tunnel" in n
+               for n in notes), notes
+
+
+def test_narrow_spd_rules_on_a_static_route_tunnel_are_still_refused():
+    body = _body(RouteType="StaticRoute")
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(body, idc_cidrs=["192.168.1.0/24"])
+    assert any("destination-route tunnels take routes" in p for p in exc.value.problems)
+
+
+def test_bgp_says_what_is_missing():
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(_body(RouteType="Bgp"))
+    assert exc.value.problems == [
+        "RouteType: Bgp (routes learnt over BGP) needs BGP support, which the lab does not have "
+        "yet; import it as StaticRoute with --idc-cidr for the ranges BGP would announce"]
+
+
+@pytest.mark.parametrize(("value", "enabled"), [(None, False), (-1, False), (0, False), (1, True)])
+def test_dpd_follows_the_api_default_off_when_absent(value, enabled):
+    spec, notes = import_tunnel(_body(DpdEnable=value))
+    assert spec["tunnels"][0]["dpd"]["enabled"] is enabled
+    if value in (None, -1):
+        assert any("DpdEnable=0" in n for n in notes), notes
+
+
+def test_a_hand_written_spec_keeps_the_console_default_dpd_on():
+    spec = parse_spec({"tunnels": [{"name": "t", "customer_gateway": {"public_ip": "198.51.100.2"},
+                                    "pre_shared_key": "a-long-enough-key-1",
+                                    "spd_rules": [{"local": ["10.0.1.0/24"],
+                                                   "peer": ["192.168.1.0/24"]}]}]})
+    assert spec.tunnels[0].dpd.enabled is True
+
+
+def test_ike_integrity_sha1_the_older_sdks_spelling():
+    body = _body()
+    body["IKEOptionsSpecification"]["PropoAuthenAlgorithm"] = "SHA1"
+    spec, _ = import_tunnel(body)
+    assert spec["tunnels"][0]["ike"]["integrity"] == "SHA1"
+
+
+@pytest.mark.parametrize("fields", [{"IntegrityAlgorithm": "SHA-256"},
+                                    {"IntegrityAlgorith": "SHA-256"},
+                                    {"IntegrityAlgorithm": "SHA-256", "IntegrityAlgorith": "SHA-256"}])
+def test_both_integrity_field_spellings_are_read(fields):
+    spec, _ = import_tunnel(_body(IPSECOptionsSpecification=fields))
+    assert spec["tunnels"][0]["ipsec"]["integrity"] == "SHA256"
+
+
+def test_the_two_integrity_fields_disagreeing_is_an_error_naming_both():
+    body = _body(IPSECOptionsSpecification={"IntegrityAlgorithm": "SHA-256",
+                                            "IntegrityAlgorith": "MD5"})
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(body)
+    assert exc.value.problems == [
+        "IPSECOptionsSpecification.IntegrityAlgorithm: SHA-256 differs from the deprecated "
+        "IntegrityAlgorith MD5; keep one of them"]
+
+
+def test_export_writes_both_integrity_fields_and_imports_back():
+    spec, _ = import_tunnel(_body(IPSECOptionsSpecification={"IntegrityAlgorithm": "SHA-512"}))
+    body = export_tunnel(parse_spec(spec))
+    ipsec = body["IPSECOptionsSpecification"]
+    assert ipsec["IntegrityAlgorithm"] == ipsec["IntegrityAlgorith"] == "SHA-512"
+
+
+def test_a_modify_vpn_connection_attribute_body_is_refused_clearly():
+    modify = {"VpnConnectionId": "vpnx-axc13cega", "VpnConnectionName": "renamed",
+              "PreShareKey": "a-long-enough-key-2"}
+    with pytest.raises(LabError) as exc:
+        import_tunnel(modify)
+    assert "is a ModifyVpnConnectionAttribute body: a change to an existing connection" in str(exc.value)

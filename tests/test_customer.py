@@ -4,17 +4,22 @@ strongswan.conf merge (unit), and real labs checked against matching and mismatc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from lab import lifecycle
 from lab.check import run_check
-from lab.customer import CustomerRun, merge_strongswan_conf, translate_ipsec_conf
+from lab.customer import OwnConfig
+from lab.customer.translate import merge_strongswan_conf, settings_text, translate_ipsec_conf
 from lab.errors import LabError
 from lab.ipsecconf import parse_secrets
+from lab.matrix.cases import Case
+from lab.matrix.customer import run_matrix, why_not
 from lab.spec import load_spec
 from lab.swanctl import parse, secret_bytes, shared_secrets
 from tests.conftest import EXAMPLES
@@ -86,8 +91,8 @@ def test_ipsec_conf_translation_merges_conns_like_stroke():
 def test_ipsec_conf_any_defaultroute_and_defaults():
     tree, _ = _translate("ipsec-any.conf", "ipsec-any.secrets")
     conn = tree["connections"]["tc-1"]
-    assert (conn["local_addrs"], conn["remote_addrs"], conn["remote"]["id"]) == \
-        (["%any"], ["%any"], "%any")
+    assert (conn["local_addrs"], conn["remote_addrs"]) == (["%any"], ["%any"])
+    assert "id" not in conn["remote"]  # rightid=%any: stroke sets no ID (tests/test_starter.py)
     assert conn["proposals"] == ["aes256-sha256-modp2048", "aes128-sha1-modp1024", "default"]
     assert conn["children"]["tc-1"]["dpd_action"] == "clear"
     assert secret_bytes(tree["secrets"]["ike-1"]["secret"]) == b"shanghai-lab-psk-change-me"
@@ -96,6 +101,7 @@ def test_ipsec_conf_any_defaultroute_and_defaults():
     assert (conn["version"], conn["proposals"], conn["children"]["tencent"]["start_action"]) == \
         ("0", ["aes128-sha256-modp3072", "default"], "start")
     assert conn["remote"]["id"] == "203.0.113.1"  # starter: the peer's ID is its address
+    assert conn["local"]["id"] == "198.51.100.2"  # and ours is ours
     assert any("no ipsec.secrets" in n for n in notes)
 
 
@@ -124,15 +130,15 @@ def test_strongswan_conf_merge_keeps_theirs_minus_what_the_lab_owns():
 
 
 # -- topology ----------------------------------------------------------------------------------
-def test_fit_spec_takes_subnets_and_address_from_the_config():
-    run = CustomerRun.load(CUSTOMER / "swanctl-mismatch.conf")
-    spec = run.fit_spec(load_spec(GUANGZHOU))
+def test_fit_takes_subnets_and_address_from_the_config():
+    run = OwnConfig.load(CUSTOMER / "swanctl-mismatch.conf")
+    spec = run.fit(load_spec(GUANGZHOU))
     cidrs = [str(c) for c in spec.tunnels[0].customer_gateway.idc_cidrs]
     assert cidrs == ["192.168.0.0/24", "192.168.1.0/24", "192.168.9.0/24"]
     assert run.public_ip == "198.51.100.2"
     assert any(a["topic"] == "ike-version" for a in run.advice)
-    run = CustomerRun.load(CUSTOMER / "ipsec-any.conf", CUSTOMER / "ipsec-any.secrets")
-    run.fit_spec(load_spec(SHANGHAI))
+    run = OwnConfig.load(CUSTOMER / "ipsec-any.conf", CUSTOMER / "ipsec-any.secrets")
+    run.fit(load_spec(SHANGHAI))
     assert run.public_ip is None and any("spec's customer_gateway.public_ip" in n for n in run.notes)
 
 
@@ -140,9 +146,111 @@ def test_a_real_public_or_private_address_is_refused_with_what_to_do(tmp_path):
     conf = tmp_path / "ipsec.conf"
     conf.write_text("conn a\n  left=10.20.30.40\n  right=203.0.113.1\n  authby=secret\n"
                     "  leftsubnet=192.168.1.0/24\n  rightsubnet=10.0.1.0/24\n  auto=add\n")
-    run = CustomerRun.load(conf)
+    run = OwnConfig.load(conf)
     with pytest.raises(LabError, match="private address.*%defaultroute"):
-        run.fit_spec(load_spec(SHANGHAI))
+        run.fit(load_spec(SHANGHAI))
+
+
+# -- swanctl.conf read by strongSwan's own swanctl ---------------------------------------------
+# The file of the issue: sections opened with a setting on the same line, closed after a setting.
+ONE_LINE = """connections {
+  cloud { version = 2
+    local_addrs = 198.51.100.2
+    remote_addrs = 203.0.113.1
+    proposals = aes256-sha256-modp2048
+    rekey_time = 86400s
+    over_time = 0s
+    dpd_delay = 10s
+    local { auth = psk
+      id = @cgw.idc.example }
+    remote { auth = psk
+      id = @vpngw.cloud.example }
+    children { gz-office { local_ts = 192.168.0.0/24
+        remote_ts = 10.0.0.0/24
+        esp_proposals = aes256-sha256-modp2048
+        life_time = 3600s
+        life_bytes = 1887436800 }
+      gz-lab { local_ts = 192.168.1.0/24
+        remote_ts = 10.0.0.0/24
+        esp_proposals = aes256-sha256-modp2048
+        life_time = 3600s
+        life_bytes = 1887436800 }
+      gz-dmz { local_ts = 192.168.2.0/24
+        remote_ts = 10.0.1.0/24
+        esp_proposals = aes256-sha256-modp2048
+        life_time = 3600s
+        life_bytes = 1887436800 } }
+  }
+}
+secrets { ike-cloud { id = @vpngw.cloud.example
+  secret = "%s" } }
+"""
+
+
+def _one_line(tmp_path):
+    psk = load_spec(GUANGZHOU).tunnels[0].pre_shared_key.get_secret_value()
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text(ONE_LINE % psk)
+    return conf
+
+
+def test_swanctl_conf_is_read_as_swanctl_reads_it(tmp_path):
+    """One-line sections, which the lab's own reader refuses, mean to the lab what they mean to
+    swanctl: the tree is what swanctl sends over VICI."""
+    conf = _one_line(tmp_path)
+    with pytest.raises(LabError, match="cannot read 'cloud { version = 2'"):
+        parse(conf.read_text(), str(conf))  # the lab's reader, for its own renders only
+    run = OwnConfig.load(conf)
+    cloud = run.tree["connections"]["cloud"]
+    assert cloud["version"] == "2" and cloud["local"] == {"auth": "psk", "id": "@cgw.idc.example"}
+    assert cloud["children"]["gz-lab"]["local_ts"] == ["192.168.1.0/24"]
+    (secret,) = shared_secrets(run.tree)
+    assert secret["owners"] == ["@vpngw.cloud.example"]
+    assert secret["data"] == load_spec(GUANGZHOU).tunnels[0].pre_shared_key.get_secret_value().encode()
+    assert [c.name for c in run.view.connections] == ["cloud"]
+
+
+def test_a_file_swanctl_refuses_shows_swanctls_words_with_file_and_line(tmp_path):
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text("connections {\n  c {\n    remote_addrs = 203.0.113.1\n    = x\n  }\n}\n")
+    with pytest.raises(LabError) as caught:
+        OwnConfig.load(conf)
+    text = str(caught.value)
+    assert text.startswith("--customer-config: strongSwan's swanctl refused ")
+    assert f"{conf}:4: syntax error, unexpected '='" in text and "invalid config file" in text
+
+
+def test_advise_reads_a_one_line_section_file_as_its_usual_layout(tmp_path):
+    """The same configuration written one setting per line gets the same advice."""
+    conf = _one_line(tmp_path)
+    usual = tmp_path / "usual.conf"
+    usual.write_text(settings_text(OwnConfig.load(conf).tree))
+    assert usual.read_text().count("\n") > conf.read_text().count("\n")
+    advice = []
+    for path in (conf, usual):
+        done = subprocess.run([sys.executable, "-c", "from lab.cli import main; main()", "advise",
+                               str(GUANGZHOU), "--customer-config", str(path), "--json"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+        advice.append(json.loads(done.stdout)["advice"])
+    assert advice[0] == advice[1]
+
+
+def test_advise_has_a_scratch_daemon_judge_the_values(tmp_path):
+    """A value swanctl's parser passes but strongSwan refuses (an unknown cipher) is refused by
+    advise with the daemon's words, before any lab runs."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the scratch daemon's network namespace")
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text(ONE_LINE.replace("esp_proposals = aes256-sha256-modp2048",
+                                     "esp_proposals = aes999-sha256", 1) % "k")
+    done = subprocess.run([sys.executable, "-c", "from lab.cli import main; main()", "advise",
+                           str(GUANGZHOU), "--customer-config", str(conf)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in said, said
+    assert "strongSwan's daemon refused what" in said
+    assert "connection 'cloud': Command failed: invalid value for: esp_proposals" in said
 
 
 # -- integration -------------------------------------------------------------------------------
@@ -151,7 +259,7 @@ _n = iter(range(1, 100))
 
 def _up(backend, spec, config, secrets=None, strongswan_conf=None):
     name = f"cu{os.getpid() % 1000}-{next(_n)}"
-    run = CustomerRun.load(config, secrets, strongswan_conf)
+    run = OwnConfig.load(config, secrets, strongswan_conf)
     lifecycle.down(name)
     try:
         lifecycle.up(spec, name, backend, customer=run)
@@ -189,10 +297,21 @@ def test_swanctl_conf_as_written_interoperates(customer_lab):
     report = run_check(lifecycle.attach(name))  # as `ipsec-lab check` does after `up`
     assert not _failed(report), _failed(report)
     config = [f for f in report.findings if f.plane == "config"]
-    assert "swanctl.conf" in config[0].detail and "loaded as written" in config[0].detail
+    assert "swanctl.conf" in config[0].detail and "read by strongSwan's own swanctl" in \
+        config[0].detail
     mine = [f.detail for f in report.findings if f.check == "CHILD_SA installed" and "cgw1" in f.subject]
     assert sorted(d.split("your child ")[1] for d in mine) == \
         ["tencent-gz/gz-dmz)", "tencent-gz/gz-lab)", "tencent-gz/gz-office)"]
+
+
+@pytest.mark.integration
+def test_a_one_line_section_swanctl_conf_interoperates(customer_lab, tmp_path):
+    name = customer_lab(GUANGZHOU, _one_line(tmp_path))
+    report = run_check(lifecycle.attach(name))
+    assert not _failed(report), _failed(report)
+    mine = [f.detail for f in report.findings if f.check == "CHILD_SA installed" and "cgw1" in f.subject]
+    assert sorted(d.split("your child ")[1] for d in mine) == \
+        ["cloud/gz-dmz)", "cloud/gz-lab)", "cloud/gz-office)"]
 
 
 @pytest.mark.integration
@@ -258,3 +377,96 @@ def test_cli_up_and_check_report_the_customer_config(backend):
         assert "customer gateway: swanctl.conf" in check.stdout
     finally:
         lifecycle.down(name)
+
+
+# -- the customer-config matrix judges PFS too ----------------------------------------------------
+_PFS_CONF = """connections {
+    cloud {
+        version = 2
+        local_addrs = 198.51.100.2
+        remote_addrs = 203.0.113.1
+        proposals = aes256-sha256-modp2048
+        local {
+            auth = psk
+        }
+        remote {
+            auth = psk
+        }
+        children {
+            office {
+                local_ts = 192.168.0.0/24
+                remote_ts = 10.0.0.0/24
+                esp_proposals = aes256-sha256-%s
+            }
+        }
+    }
+}
+secrets {
+    ike-cloud {
+        id-1 = 198.51.100.2
+        id-2 = 203.0.113.1
+        secret = "guangzhou-lab-psk-change-me"
+    }
+}
+"""
+_CLOUD_CASE = {"ike_version": "v2", "exchange_mode": "main", "ike_encryption": "AES-256",
+               "ike_integrity": "SHA256", "dh_group": "DH14", "local_id_type": "address",
+               "peer_id_type": "address", "ipsec_encryption": "AES-256",
+               "ipsec_integrity": "SHA256", "pfs": "DH14"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("group, interoperates", [("modp2048", True), ("modp1024", False)])
+def test_customer_matrix_judges_ikev2_pfs_from_a_rekey(backend, tmp_path, group, interoperates):
+    """IKEv2's first CHILD_SA has no key exchange, so a PFS group mismatch only shows when the
+    CHILD_SA is rekeyed: the cell must say so, not report the config as interoperating."""
+    spec = yaml.safe_load(GUANGZHOU.read_text())
+    spec["tunnels"][0].update(spd_rules=[{"local": ["10.0.0.0/24"], "peer": ["192.168.0.0/24"]}],
+                              health_check={"enabled": False})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text(_PFS_CONF % group)
+    name = f"cp{os.getpid() % 1000}{group[-2:]}"
+    rows = run_matrix([Case("pfs-cell", dict(_CLOUD_CASE))], tmp_path / "spec.yaml",
+                      lambda: OwnConfig.load(conf), backend, name)
+    assert [r["interoperates"] for r in rows] == [interoperates], rows
+    if not interoperates:
+        assert rows[0]["why"] == "pfs mismatch", rows
+    assert not lifecycle.all_names() or name not in lifecycle.all_names()
+
+
+@pytest.mark.integration
+def test_customer_matrix_reads_a_one_line_section_file(tmp_path):
+    """The matrix cell of the PFS test above, its customer file written with one-line sections
+    (which swanctl reads and the lab's own reader would refuse)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and strongSwan daemons")
+    spec = yaml.safe_load(GUANGZHOU.read_text())
+    spec["tunnels"][0].update(spd_rules=[{"local": ["10.0.0.0/24"], "peer": ["192.168.0.0/24"]}],
+                              health_check={"enabled": False})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    psk = load_spec(GUANGZHOU).tunnels[0].pre_shared_key.get_secret_value()
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text(
+        "connections { cloud { version = 2\n  local_addrs = 198.51.100.2\n"
+        "  remote_addrs = 203.0.113.1\n  proposals = aes256-sha256-modp2048\n"
+        "  local { auth = psk }\n  remote { auth = psk }\n"
+        "  children { office { local_ts = 192.168.0.0/24\n    remote_ts = 10.0.0.0/24\n"
+        f"    esp_proposals = aes256-sha256-modp2048 }} }} }} }}\n"
+        f"secrets {{ ike-cloud {{ secret = \"{psk}\" }} }}\n")
+    with pytest.raises(LabError, match="cannot read"):
+        parse(conf.read_text(), str(conf))
+    name = f"cp{os.getpid() % 1000}ol"
+    rows = run_matrix([Case("one-line-cell", dict(_CLOUD_CASE))], tmp_path / "spec.yaml",
+                      lambda: OwnConfig.load(conf), "netns", name)
+    assert [r["interoperates"] for r in rows] == [True], rows
+
+
+def test_customer_matrix_says_which_check_failed_when_no_reason_was_found():
+    from lab.findings import CheckReport
+
+    report = CheckReport("l", "netns", "kernel")
+    report.add("t", "vpngw (cloud)", "control", "IKE_SA established", True)
+    report.add("t", "m1 10.0.0.10 -> 192.168.0.10", "data", "udp vpc->idc", False,
+               "marker not delivered")
+    assert why_not(report) == "data: udp vpc->idc (m1 10.0.0.10 -> 192.168.0.10: marker not delivered)"

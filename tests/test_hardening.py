@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import typing
@@ -570,3 +571,158 @@ def test_matrix_without_results_writes_nothing_into_the_current_directory(tmp_pa
     assert found and found[-1].parent == labstate.ROOT / "matrix_results", said
     assert "(the default place; --results FILE chooses)" in said
     assert len(records) == 2
+
+
+# -- one lab name, two `up`s at once ----------------------------------------------------------------
+@pytest.mark.integration
+def test_concurrent_up_of_one_name_exactly_one_wins_and_nothing_is_half_built():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and strongSwan daemons")
+    name = f"race{os.getpid() % 1000}"
+    lifecycle.down(name)
+    argv = [sys.executable, "-c", "from lab.cli import main; main()", "up",
+            str(ROOT / "configs" / "examples" / "default.yaml"), "--name", name, "--backend", "netns"]
+    try:
+        procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        done = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+        codes = sorted(rc for rc, _ in done)
+        assert codes == [0, 2], done
+        loser = next(err for rc, err in done if rc == 2)
+        assert f"lab {name!r} is already up" in loser and "Traceback" not in loser, loser
+        # the winner's lab is whole: the loser tore nothing down
+        assert labstate.load(name).phase == "up"
+        assert _cli("check", "--name", name).returncode == 0
+    finally:
+        lifecycle.down(name)
+    assert name not in lifecycle.all_names()
+
+
+# -- secrets: where the pre-shared key may be, and where never --------------------------------------
+def _private(path: Path, top: Path) -> bool:
+    """Only the owner can reach `path`: it is closed to group and others, or a directory between
+    it and `top` is."""
+    if path.stat().st_mode & 0o077 == 0:
+        return True
+    return any(d.stat().st_mode & 0o077 == 0 for d in path.parents if top in d.parents)
+
+
+@pytest.mark.integration
+def test_the_pre_shared_key_stays_in_private_files_and_out_of_every_report(tmp_path):
+    """After up, check, status, a matrix and a scenario: the key is in no output, report or log,
+    and every file holding it is private (0600 in 0700 directories)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and strongSwan daemons")
+    psk = "lab-default-psk-change-me"  # configs/examples/default.yaml
+    name, prefix = f"aud{os.getpid() % 1000}", f"ma{os.getpid() % 1000}"
+    out = tmp_path / "out"
+    runs = []
+    try:
+        runs.append(_cli("up", "configs/examples/default.yaml", "--name", name, "--backend", "netns"))
+        runs.append(_cli("check", "--name", name, "--json"))
+        runs.append(_cli("status", "--name", name, "--json"))
+        runs.append(_cli("matrix", "--strategy", "sweep", "--limit", "3", "--jobs", "1",
+                         "--backend", "netns", "--name", prefix, "--results", str(out / "m.jsonl"),
+                         "--json", str(out / "m.json"), "--junit", str(out / "m.xml"),
+                         "--html", str(out / "m.html")))
+        runs.append(_cli("scenario", "negotiation", "--type", "active", "--name", f"sa{os.getpid() % 1000}",
+                         "--json", str(out / "s.json"), "--junit", str(out / "s.xml"),
+                         "--html", str(out / "s.html")))
+        assert [r.returncode for r in runs] == [0, 0, 0, 0, 0], [r.stderr[-400:] for r in runs]
+        for r in runs:
+            assert psk not in r.stdout and psk not in r.stderr
+        reports = sorted(out.iterdir())
+        assert len(reports) == 7
+        for path in reports:
+            assert psk.encode() not in path.read_bytes(), path
+        holding = []
+        for path in labstate.ROOT.rglob("*"):
+            if path.is_socket():
+                assert _private(path, labstate.ROOT), path
+            if not path.is_file():
+                continue
+            if psk.encode() in path.read_bytes():
+                holding.append(path.name)
+                assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+                assert _private(path.parent, labstate.ROOT), path.parent
+            if path.suffix in (".log", ".jsonl", ".json"):
+                assert psk.encode() not in path.read_bytes(), path
+        assert "spec.yaml" in holding and "swanctl.conf" not in holding  # rendered base64 (0s...)
+    finally:
+        lifecycle.down(name)
+
+
+# -- kill -9 of the orchestrator in the middle of its work, then `down` ---------------------------
+def _gone(name: str) -> list[str]:
+    """What of lab `name` is still there: state, namespaces, processes started for it."""
+    from lab.backends import get_backend
+
+    left = get_backend("netns").leftovers(name)
+    if labstate.lab_dir(name).exists():
+        left.append(f"state directory {labstate.lab_dir(name)}")
+    found = subprocess.run(["pgrep", "-f", f"ipsec-lab/{name}/"], capture_output=True, text=True)
+    left += [f"process {pid}" for pid in found.stdout.split()]
+    return left
+
+
+KILL_POINTS = {  # command (after `{name}` is filled in) and seconds after its start to kill it
+    "check": (["check", "--name", "{name}"], (0.4, 1.2, 2.5)),
+    "matrix": (["matrix", "--strategy", "sweep", "--limit", "8", "--jobs", "1", "--backend", "netns",
+                "--name", "{name}", "--results", "/dev/null"], (0.8, 2.0, 4.0)),
+    "scenario": (["scenario", "negotiation", "--type", "active", "--name", "{name}"], (0.8, 2.0, 4.0)),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", sorted(KILL_POINTS))
+def test_kill_9_of_the_orchestrator_then_down_leaves_nothing(command):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and strongSwan daemons")
+    argv, points = KILL_POINTS[command]
+    for n, delay in enumerate(points):
+        name = f"k{command[:2]}{os.getpid() % 1000}{n}"
+        labs = [f"{name}-1"] if command == "matrix" else [name]
+        try:
+            if command == "check":
+                assert _cli("up", "configs/examples/default.yaml", "--name", name, "--backend",
+                            "netns").returncode == 0
+            proc = subprocess.Popen([sys.executable, "-c", "from lab.cli import main; main()",
+                                     *(a.format(name=name) for a in argv)], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        finally:
+            for lab in labs:
+                done = _cli("down", "--name", lab)
+                assert done.returncode == 0, done.stderr
+        for lab in labs:
+            assert _gone(lab) == [], (command, delay, lab)
+
+
+# -- limits ------------------------------------------------------------------------------------------
+def test_a_spec_file_larger_than_the_limit_is_refused_naming_it(tmp_path):
+    from lab.errors import MAX_CONFIG_BYTES
+
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+    done = _cli("validate", str(big))
+    assert done.returncode == 2 and f"{big}: spec is larger than 1024 KiB" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_more_tunnels_than_a_lab_runs_is_refused_before_anything_exists():
+    from lab.plan import MAX_TUNNELS, build_plan
+
+    data = yaml.safe_load((ROOT / "configs" / "examples" / "default.yaml").read_text())
+    one = data["tunnels"][0]
+    data["tunnels"] = [{**one, "name": f"t{i}",
+                        "customer_gateway": {**one["customer_gateway"],
+                                             "public_ip": f"198.51.100.{i + 2}"},
+                        "spd_rules": [{"local": [f"10.0.{i}.0/24"], "peer": [f"192.168.{i}.0/24"]}]}
+                       for i in range(MAX_TUNNELS + 1)]
+    spec = parse_spec(data)
+    with pytest.raises(LabError, match=f"tunnels: {MAX_TUNNELS + 1} tunnels; a lab runs at most"):
+        build_plan(spec, "limits", Dataplane("kernel", "test"))

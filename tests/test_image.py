@@ -18,7 +18,7 @@ import docker.errors
 import pytest
 from docker.models.containers import Container
 
-from lab import engine, image
+from lab.backends.docker import engine, image
 
 REPO = Path(__file__).resolve().parent.parent
 

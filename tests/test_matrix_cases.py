@@ -201,10 +201,10 @@ def test_tunnel_fields_validate_against_the_spec():
         fields = mc.to_tunnel_fields(case)
         ike = IkeOptions.model_validate(fields["ike"])
         ipsec = IpsecOptions.model_validate(fields["ipsec"])
-        CustomerOverrides.model_validate(fields["customer"])
+        customer = CustomerOverrides.model_validate(fields["customer"])
         assert ike.encryption == case.params["ike_encryption"]
         assert ipsec.pfs == case.params["pfs"]
-        assert fields["swap_ts"] == (case.expect == mc.TS)
+        assert customer.swap_selectors == (case.expect == mc.TS)
         if case.expect != mc.TS:
             merged = {**ike.model_dump(), **fields["customer"].get("ike", {})}
             IkeOptions.model_validate(merged)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from lab import lifecycle
+from lab.diagnose import classify, pfs_only, transcript
 from lab.matrix import cases as mc
-from lab.matrix.classify import classify, pfs_only, transcript
-from lab.matrix.commands import select_cases
 from lab.matrix.results import read_results
 from lab.matrix.runner import RunOptions, run_matrix
+from lab.matrix.select import select_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -299,6 +299,27 @@ def test_pairwise_both_versions_and_sm4_refused(prefixes):
         {"main", "aggressive"}
     sm4 = [r for r in results if "SM4" in r.params.values()]
     assert sm4 and all(r.outcome == mc.UNSUPPORTED and not r.timings.get("initiate") for r in sm4)
+    # IKEv2 PFS is verified on a CHILD_SA rekey on every case, "disable" (no KE) included
+    v2 = [r for r in results if r.outcome == mc.ESTABLISHED and r.params["ike_version"] == "v2"]
+    assert {r.params["pfs"] for r in v2} == {"disable", "DH14"}
+    for r in v2:
+        for esp in r.negotiated["esp"].values():
+            assert esp["pfs-verified"] == "after a CHILD_SA rekey", r.id
+            assert esp["dh-group"] == (None if r.params["pfs"] == "disable" else "MODP_2048"), r.id
+
+
+@pytest.mark.integration
+@pytest.mark.kernel
+def test_ikev2_no_pfs_is_verified_so_a_customer_that_wants_pfs_fails(prefixes):
+    """The cloud tunnel has PFS disabled, the customer requires DH14: IKE_AUTH's CHILD_SA comes up
+    (it carries no KE), only the rekey shows the mismatch; the case must not pass."""
+    _needs_root()
+    base = {**mc.default_base(), "ike_version": "v2", "pfs": "disable"}
+    case = mc.Case("v2-nopfs-customer-dh14", base, kind="negative", expect=mc.PFS,
+                   customer={"ipsec": {"pfs": "DH14"}})
+    results = run_matrix([case], backend="netns", jobs=1, name_prefix=prefixes("n"))
+    assert [(r.outcome, r.passed) for r in results] == [(mc.PFS, True)], \
+        [(r.outcome, r.detail) for r in results]
 
 
 @pytest.mark.integration
@@ -346,11 +367,34 @@ def test_each_case_classified_from_its_own_log_lines(prefixes):
 
 @pytest.mark.integration
 def test_case_cut_off_by_timeout_then_lab_still_clean(prefixes):
+    """A case cut off mid-negotiation leaves neither daemon an SA, a connection or a secret,
+    and the next case on the same lab (no restart) establishes."""
     _needs_root()
-    cases = mc.ikev2_crypto_125()[:2]
-    stuck = run_matrix(cases[:1], backend="netns", jobs=1, name_prefix=prefixes("t"),
-                       options=RunOptions(case_timeout=0.02))
-    assert [r.outcome for r in stuck] == [mc.TIMEOUT]
+    from lab.matrix.runner import TUNING, LabRig, Wedged
+    from lab.spec import DEFAULT_SPEC, load_spec
+
+    name = f"{prefixes('t')}-1"
+    lab = lifecycle.up(DEFAULT_SPEC, name, "netns", tuning=TUNING)
+    rig = LabRig(lab, RunOptions(case_timeout=0.02), load_spec(DEFAULT_SPEC))
+    try:
+        cases = mc.ikev2_crypto_125()[:2]
+        assert rig.run(cases[0]).outcome == mc.TIMEOUT
+        for node, v in rig.sessions.items():
+            assert (v.sas(), v.connections(), v.shared_secrets()) == ([], [], []), node
+        rig.options.case_timeout = RunOptions().case_timeout
+        assert rig.run(cases[1]).outcome == mc.ESTABLISHED
+        for node, v in rig.sessions.items():
+            assert (v.sas(), v.connections(), v.shared_secrets()) == ([], [], []), node
+        # what the proof catches: a connection and a secret left loaded on one daemon
+        stray = rig.sessions[rig.customer.node]
+        stray.session.load_conn({"stray": {"remote_addrs": ["192.0.2.99"], "version": "2",
+                                           "local": {"auth": "psk"}, "remote": {"auth": "psk"}}})
+        stray.session.load_shared({"id": "stray-key", "type": "IKE", "data": "x" * 8,
+                                   "owners": ["192.0.2.99"]})
+        with pytest.raises(Wedged, match="connections \\['stray'\\], shared secrets \\['stray-key'\\]"):
+            rig.clean()
+    finally:
+        rig.close()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

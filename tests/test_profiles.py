@@ -11,14 +11,15 @@ import yaml
 
 from lab import catalogue as cat
 from lab import profiles
-from lab.check import _algorithms
+from lab.cli.matrix import matrix
 from lab.dataplane import Dataplane
 from lab.errors import LabError
 from lab.matrix import cases as mc
-from lab.matrix.commands import matrix, select_cases
+from lab.matrix.select import select_cases
 from lab.plan import build_plan, proposal
-from lab.rules import unsupported
 from lab.spec import parse_spec
+from lab.spec.rules import unsupported
+from lab.verify import algorithm_problems, algorithms
 from tests.conftest import EXAMPLES
 from tests.test_spec import problems
 
@@ -250,15 +251,18 @@ def test_check_compares_gcm_without_integrity():
     ike = {"encr-alg": "AES_GCM_16", "encr-keysize": "256", "prf-alg": "PRF_HMAC_SHA2_384",
            "dh-group": "ECP_384"}
     child = {"encr-alg": "AES_GCM_16", "encr-keysize": "256"}
-    assert _algorithms(ike, "AES-256-GCM-16", "SHA384") == []
-    assert _algorithms(child, "AES-256-GCM-16", "SHA384") == []
-    assert _algorithms({**ike, "prf-alg": "PRF_HMAC_SHA1"}, "AES-256-GCM-16", "SHA384") == \
+    assert algorithm_problems(ike, "AES-256-GCM-16", "SHA384") == []
+    assert algorithm_problems(child, "AES-256-GCM-16", "SHA384") == []
+    # the success rows print what the SA negotiated: no integrity algorithm for AEAD
+    assert algorithms(ike) == "AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384"
+    assert algorithms(child) == "AES_GCM_16-256"
+    assert algorithm_problems({**ike, "prf-alg": "PRF_HMAC_SHA1"}, "AES-256-GCM-16", "SHA384") == \
         ["PRF PRF_HMAC_SHA1, expected PRF_HMAC_SHA2_384"]
-    assert _algorithms({**child, "encr-keysize": "128"}, "AES-256-GCM-16", "SHA1") == \
+    assert algorithm_problems({**child, "encr-keysize": "128"}, "AES-256-GCM-16", "SHA1") == \
         ["encryption AES_GCM_16/128, expected AES-256-GCM-16"]
-    assert _algorithms({**child, "integ-alg": "HMAC_SHA1_96"}, "AES-256-GCM-16", "SHA1") == \
+    assert algorithm_problems({**child, "integ-alg": "HMAC_SHA1_96"}, "AES-256-GCM-16", "SHA1") == \
         ["integrity HMAC_SHA1_96, expected none (AEAD AES-256-GCM-16)"]
-    assert _algorithms({"encr-alg": "AES_CBC", "encr-keysize": "128", "integ-alg": "HMAC_SHA1_96"},
+    assert algorithm_problems({"encr-alg": "AES_CBC", "encr-keysize": "128", "integ-alg": "HMAC_SHA1_96"},
                        "AES-128", "SHA1") == []
 
 

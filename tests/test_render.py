@@ -141,6 +141,20 @@ def test_ikev2_retransmit_in_strongswan_conf():
     assert "retransmit_timeout" not in v1["vpngw"]["strongswan.conf"]
 
 
+def test_a_time_scale_scales_the_retransmits_a_reauthentication_must_fit_into():
+    """IKEv1 at --time-scale 0.1: IKE_SA 6 s, over_time 1 s; strongSwan's first retransmit after
+    4 s would let one lost Main Mode packet take the SA and its CHILD_SAs down."""
+    plan = build_plan(parse_spec(spec(ike={"version": "v1", "sa_lifetime": 60})), "t", LIBIPSEC,
+                      time_scale=0.1)
+    for gw in plan.gateways:
+        assert gw.retransmit == (0.5, 1.8, 5)
+        over = gw.connections[0].ike_over_time
+        assert over == 1 and gw.retransmit[0] < over
+    for gw in plan.gateways:
+        conf = render_gateway(plan, gw, f"/run/x/{gw.node}")["strongswan.conf"]
+        assert "retransmit_timeout = 0.5" in conf and "retransmit_tries = 5" in conf
+
+
 def test_lab_refuses_sm4_with_a_clear_message():
     with pytest.raises(LabError, match="SM4 is not supported by the strongSwan endpoints"):
         rendered(spec(ike={"encryption": "SM4"}))

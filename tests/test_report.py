@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from lab.check import CheckReport
+from lab.findings import CheckReport
 from lab.report import print_check
 
 

@@ -41,7 +41,8 @@ def test_dpd_ikev2_retry(backend: str) -> None:
     from lab.scenarios.dpd import run_dpd
 
     r = run_dpd(backend=backend, version="v2", action="retry", timeout=30, time_scale=DPD_SCALE)
-    assert_passed(r, "cloud gateway declared the peer dead", "customer gateway declared the peer dead",
+    assert_passed(r, "cloud gateway declared the peer dead at the configured timeout",
+                  "customer gateway declared the peer dead at the configured timeout",
                   "retry: the cloud gateway re-initiates after declaring the peer dead",
                   "retry re-established the tunnel by itself after the path came back",
                   "traffic flows again after recovery", "no payload marker in clear on the wire")
@@ -52,14 +53,50 @@ def test_dpd_ikev2_retry(backend: str) -> None:
     assert 0 < udp["delivered"] < udp["sent"] and udp["duplicated"] == 0
 
 
+def test_dpd_detection_window_is_the_timeout_give_or_take_one_delay():
+    from lab.dpd import detection_window, dpd_schedule
+
+    assert detection_window(dpd_schedule(30, "v2")) == (23.5, 36.5)  # delay 5, tolerance 1.5
+    assert detection_window(dpd_schedule(6, "v1")) == (4.0, 8.0)  # delay 1, tolerance 1
+
+
+def test_dpd_detection_verdict_fails_when_the_schedule_misses_the_timeout() -> None:
+    """A retransmit schedule three times too long (set for the whole daemon, as a misconfigured
+    strongswan.conf would): both gateways declare the peer dead, but long after the timeout."""
+    from lab.plan import DaemonTuning
+    from lab.scenarios.dpd import run_dpd
+
+    r = run_dpd(backend="netns", version="v2", action="retry", timeout=30, time_scale=DPD_SCALE,
+                tuning=DaemonTuning(retransmit=(2.0, 1.4, 3)))  # gives up after 14.2 s, not 5
+    got = verdicts(r)
+    for side in ("cloud", "customer"):
+        ok, detail = got[f"{side} gateway declared the peer dead at the configured timeout"]
+        assert not ok, detail
+        assert "expected 4.0-8.0 s" in detail, detail
+
+
+def test_dpd_disconnect_verdict_fails_when_something_negotiates_after_the_restore() -> None:
+    """Disconnect must leave the tunnel down: an initiation right after the restore (standing in
+    for a peer that re-negotiates on its own) makes the verdict fail."""
+    from lab.negotiation import initiate_tunnel
+    from lab.scenarios.dpd import run_dpd
+
+    r = run_dpd(backend="netns", version="v2", action="disconnect", timeout=30,
+                time_scale=DPD_SCALE,
+                after_restore=lambda lab: initiate_tunnel(lab, lab.spec.tunnels[0].name))
+    ok, detail = verdicts(r)["disconnect leaves the tunnel down after the path came back (3 s watched)"]
+    assert not ok and "up" in detail and "after the restore" in detail, detail
+
+
 @pytest.mark.kernel
 def test_dpd_ikev1_disconnect(backend: str) -> None:
     from lab.scenarios.dpd import run_dpd
 
     r = run_dpd(backend=backend, version="v1", action="disconnect", timeout=30, time_scale=DPD_SCALE)
-    assert_passed(r, "cloud gateway declared the peer dead", "customer gateway declared the peer dead",
+    assert_passed(r, "cloud gateway declared the peer dead at the configured timeout",
+                  "customer gateway declared the peer dead at the configured timeout",
                   "disconnect: the cloud gateway cleared the SAs",
-                  "disconnect leaves the tunnel down after the path came back",
+                  "disconnect leaves the tunnel down after the path came back (3 s watched)",
                   "traffic flows again after recovery", "no payload marker in clear on the wire")
 
 
@@ -145,6 +182,46 @@ def test_failover(backend: str) -> None:
                  "no payload marker in clear on the wire"):
         assert got[name][0], f"{name}: {got[name][1]} ({r.backend})"
     assert r.metrics["switches"] >= 4  # over, back, (both down: none), flaps: over and back
+
+
+@pytest.mark.kernel
+def test_soak_short(backend: str) -> None:
+    """A minute of the soak (bench/bench_soak.py runs it for 20): rekeys under traffic, nothing
+    lost outside them, no IKE_SA negotiated anew, one IKE_SA at the end; memory is reported."""
+    from lab.scenarios.soak import run_soak
+
+    r = run_soak(backend=backend, minutes=1.0, time_scale=0.1)
+    assert_passed(r, "rekeys happened during the soak", "nothing lost outside the rekeys",
+                  "no IKE_SA had to be negotiated anew (no DPD death)", "IKE_SAs did not multiply")
+    assert r.metrics["ike_rekeys"] >= 2 and r.metrics["child_rekeys"] >= 2
+    assert all(v for v in r.metrics["rss_kib_end"].values())
+
+
+def _secondary_drops_traffic(lab) -> None:
+    """Both secondary gateways drop the stream's forwarded traffic; the health checks (to and from
+    the gateways themselves) still pass, so the controller switches and nothing moves."""
+    for gw in lab.plan.gateways:
+        if gw.node not in ("vpngw2", "cgw2"):
+            continue
+        for conn in gw.connections:
+            for child in conn.children:
+                if child.name.endswith("-hc"):
+                    continue
+                done = lab.backend.exec(lab.state, gw.node, [
+                    "nft", "add", "rule", "inet", "ilab_gateway", "transit", "ip", "daddr",
+                    str(child.remote_ts), "counter", "drop"])
+                assert done.returncode == 0, done.stderr
+
+
+def test_failover_verdict_fails_when_the_traffic_does_not_move() -> None:
+    from lab.scenarios.failover import run_failover
+
+    r = run_failover(backend="netns", interval_ms=1000, threshold=3, timeout_ms=500,
+                     fault=_secondary_drops_traffic)
+    got = verdicts(r)
+    ok, detail = got["traffic moved to the secondary"]
+    assert not ok and "secondary carried 0 packets" in detail, detail
+    assert "routes switched" in detail  # the controller did its part: only the traffic failed
 
 
 # -- the command line: argument errors need no lab ------------------------------------------------

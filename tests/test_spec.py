@@ -7,8 +7,8 @@ import copy
 import pytest
 import yaml
 
-from lab.rules import unsupported
 from lab.spec import SpecInvalid, dump_spec, load_spec, parse_spec, unset_keys
+from lab.spec.rules import unsupported
 from tests.conftest import EXAMPLES
 
 BASE = {

@@ -15,23 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from lab import catalogue as cat
 from lab import profiles
-from lab.errors import LabError, read_text
+from lab.diagnose import ID, MODE, PFS, PROPOSAL_IKE, PROPOSAL_IPSEC, PSK, TIMEOUT, TS, VERSION
+from lab.errors import LabError, read_yaml
 
-# What a case is expected to end in (and what the executor reports as its outcome).
+# What a case is expected to end in (and what the executor reports as its outcome): the
+# diagnoser's reasons (TIMEOUT is observed only: no negative case provokes it), and these.
 ESTABLISHED = "established"
-PROPOSAL_IKE = "ike proposal mismatch"
-PROPOSAL_IPSEC = "ipsec proposal mismatch"
-PFS = "pfs mismatch"
-VERSION = "ike version mismatch"
-MODE = "exchange mode mismatch"
-PSK = "authentication failed"
-ID = "id mismatch"
-TS = "traffic selector mismatch"
-TIMEOUT = "timeout"  # observed only (nothing answered); no negative case provokes it
 UNSUPPORTED = "unsupported by the strongSwan endpoints"
 ERROR = "error"  # the lab itself failed; never expected
 
@@ -272,11 +263,11 @@ def _dedupe(cases: Iterable[Case]) -> list[Case]:
 
 
 def to_tunnel_fields(case: Case) -> dict[str, Any]:
-    """`ike`, `ipsec` and `customer` for the spec's Tunnel, plus `swap_ts` for the executor.
+    """`ike`, `ipsec` and `customer` for the spec's Tunnel.
 
     `customer` fits `CustomerOverrides` (its ike/ipsec are the customer's own settings, in the
-    customer's perspective: `peer_id` is the ID the customer expects of the cloud). `swap_ts` is
-    not part of the spec: when true, the customer's local and remote selectors are swapped.
+    customer's perspective: `peer_id` is the ID the customer expects of the cloud); the case's
+    `swap_ts` becomes its `swap_selectors`.
     """
     p = case.params
     ike: dict[str, Any] = {
@@ -295,13 +286,8 @@ def to_tunnel_fields(case: Case) -> dict[str, Any]:
         ike["sa_lifetime"] = int(p["ike_sa_lifetime"])
     if "ipsec_sa_lifetime" in p:
         ipsec["sa_lifetime"] = int(p["ipsec_sa_lifetime"])
-    customer = {k: v for k, v in case.customer.items() if k != "swap_ts"}
-    return {
-        "ike": ike,
-        "ipsec": ipsec,
-        "customer": customer,
-        "swap_ts": bool(case.customer.get("swap_ts", False)),
-    }
+    customer = {("swap_selectors" if k == "swap_ts" else k): v for k, v in case.customer.items()}
+    return {"ike": ike, "ipsec": ipsec, "customer": customer}
 
 
 def _identity(kind: str, fqdn: str) -> dict[str, str | None]:
@@ -329,7 +315,7 @@ def restrict(dims: Dimensions, wanted: Mapping[str, Sequence[str] | str],
         if foreign:
             name = profiles.get(profile).name
             raise LabError(f"matrix dimension {dimension}: {', '.join(foreign)} not offered by the "
-                           f"{name} profile (offers {', '.join(reference)})")
+                           f"{name} profile (offers {', '.join(reference or ())})")
         if reference is None:  # lifetimes: numeric order
             out[dimension] = tuple(sorted(picked, key=int))
         else:
@@ -370,11 +356,7 @@ class MatrixRequest:
 def load_matrix_file(path: str | Path, profile: str | None = None) -> MatrixRequest:
     """`{strategy: pairwise, dimensions: {ike_version: [v2], ...}, negatives: true, base: {...}}`."""
     path = Path(path)
-    text = read_text(path, "matrix file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LabError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, "matrix file")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -2,7 +2,7 @@
 
 Rows are IKE proposals, columns IPsec proposals; a cell holds one chip per case that fell there
 (ID types, lifetimes and negatives share a cell). The page comes from the jinja2 template
-`configs/templates/matrix.html.j2` with autoescaping; case data rides along as JSON that the
+`configs/reports/matrix.html.j2` with autoescaping; case data rides along as JSON that the
 script reads with `textContent`, so nothing from a log is ever parsed as markup.
 """
 
@@ -12,12 +12,11 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import jinja2
 from markupsafe import Markup
 
 from lab import catalogue as cat
 from lab.matrix.results import CaseResult, redact_all, summary
-from lab.render import CONFIGS
+from lab.render import report_environment
 
 # A cell takes the colour of its most alarming case.
 _SEVERITY = ("error", "failed", "passed-positive", "passed-negative", "unsupported")
@@ -66,16 +65,6 @@ def _json_for_script(data: Any) -> Markup:
     return Markup(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(CONFIGS / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def render_html(
     results: Sequence[CaseResult], meta: dict[str, Any], secrets: Iterable[str | None] = (),
 ) -> str:
@@ -112,7 +101,7 @@ def render_html(
         "data_json": _json_for_script(data),
         "search_text": _search_text,
     }
-    return _environment().get_template("matrix.html.j2").render(context)
+    return report_environment().get_template("matrix.html.j2").render(context)
 
 
 def _search_text(r: CaseResult) -> str:

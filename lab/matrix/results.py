@@ -15,10 +15,12 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError
+from lab import state
+from lab.errors import LabError, read_text
 from lab.matrix.cases import ERROR, UNSUPPORTED, Case
 
 MASK = "***"
@@ -272,3 +274,25 @@ def to_junit(
             ET.SubElement(case, "system-out").text = _xml("\n".join(out))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+RESULTS_DIR = "matrix_results"  # under lab.state.ROOT; no lab can take the name (labs have no '_')
+
+
+def default_results_file() -> Path:
+    """A new results file under the lab's state root (mode 0700 directory)."""
+    directory = state.ROOT / RESULTS_DIR
+    try:
+        state.ROOT.mkdir(parents=True, exist_ok=True, mode=0o755)
+        directory.mkdir(exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise LabError(f"{directory}: cannot create the default results directory "
+                       f"({exc.strerror}); pass --results FILE") from None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return directory / f"matrix-results-{stamp}-{os.getpid()}.jsonl"
+
+
+def check_results_file(path: Path, option: str) -> None:
+    """A results file the user gave (--resume, report merge) must be UTF-8 text if it exists."""
+    if path.exists():
+        read_text(path, "matrix results", f"{option} {path}", limit=None)

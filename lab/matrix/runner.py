@@ -13,7 +13,7 @@
           marker and nothing but IKE/ESP in clear)
   clean   terminate, unload connections and secrets, and prove no SA is left on either daemon
 
-Failed negotiations are classified (`lab.matrix.classify`) from the initiator's initiate log and
+Failed negotiations are classified (`lab.diagnose`) from the initiator's initiate log and
 the VICI `log` events of both daemons, which a listener thread per daemon collects all along.
 charon raises those events asynchronously (its vici logger queues each line for a worker thread),
 so they trail the daemon's work by an unbounded time: the refusing daemon's lines may arrive after
@@ -24,12 +24,15 @@ whose daemon stops answering is torn down and brought up again; the run goes on.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
+import json
 import os
 import queue
 import re
 import secrets
+import select
 import tempfile
 import threading
 import time
@@ -42,23 +45,27 @@ from typing import Any
 import yaml
 from vici.exception import CommandException
 
+from lab import diagnose as cls
 from lab import lifecycle
+from lab import verify as vf
 from lab.agent import esp_packets
-from lab.check import Agent, _algorithms, _dh_name, find_ike, installed_children, rekey_children
 from lab.control import InitiateFailed, Vici
 from lab.dataplane import detect
 from lab.errors import LabError
-from lab.lifecycle import Lab
-from lab.matrix import classify as cls
+from lab.files import write_private
 from lab.matrix.cases import ERROR, ESTABLISHED, TIMEOUT, UNSUPPORTED, WRONG_PSK, Case, to_tunnel_fields
 from lab.matrix.results import CaseResult
+from lab.negotiation import rekey_children
 from lab.plan import DaemonTuning, Gateway, LabPlan, build_plan
-from lab.render import render_gateway, write_private
-from lab.spec import LabSpec, Tunnel
+from lab.probe import Agent
+from lab.ranges import DOCUMENTATION
+from lab.render import render_gateway
+from lab.running import Lab
+from lab.spec import DEFAULT_SPEC, LabSpec, Tunnel, dump_spec, load_spec, parse_spec
+from lab.spec.rules import check_rules
 from lab.swanctl import parse, shared_secrets
 from lab.timing import patience
 
-DEFAULT_SPEC = Path(__file__).resolve().parent.parent.parent / "configs" / "examples" / "default.yaml"
 TUNING = DaemonTuning()
 CLEAN_TIMEOUT = patience(3.0)  # for SAs to disappear after a case before the lab counts as wedged
 LOG_WAIT = patience(5.0)  # bound on waiting for a daemon's log events of a case to arrive
@@ -177,9 +184,6 @@ class LabRig:
             return out
 
     def _agent(self, agent: Agent, command: dict[str, Any], timeout: float) -> dict[str, Any]:
-        import json
-        import select
-
         proc = agent.proc
         if proc.poll() is not None or not proc.stdin or not proc.stdout:
             raise Wedged(f"probe agent in {agent.node} exited")
@@ -211,7 +215,7 @@ class LabRig:
             for conn in gw.connections:
                 with suppress(Exception):
                     v.unload(conn.name)
-            for secret in v.session.get_shared().get("keys", []):
+            for secret in v.shared_secrets():
                 with suppress(Exception):
                     v.session.unload_shared({"id": secret})
         self.clean(force=True)
@@ -264,8 +268,7 @@ class LabRig:
             lap("initiate")
             if failure is None:
                 problems, negotiated = self.verify(case, plan, responder, deadline)
-                if not problems and case.params.get("pfs", "disable") != "disable" \
-                        and plan.gateway(initiator).connections[0].version == 2:
+                if not problems and plan.gateway(initiator).connections[0].version == 2:
                     problems += self.verify_pfs(case, plan, initiator, negotiated)
                 lap("control")
                 if not problems:
@@ -306,8 +309,8 @@ class LabRig:
             mine = gw.connections[0]
             wanted = {ch.name for ch in mine.children}
             while True:  # the responder installs its last CHILD_SA just after the initiator's
-                ike = find_ike(self.sessions[gw.node].sas(), mine.name)
-                children = installed_children(ike)
+                ike = vf.find_ike(self.sessions[gw.node].sas(), mine.name)
+                children = vf.installed_children(ike)
                 if (ike and wanted <= set(children)) or gw.node != responder \
                         or time.monotonic() >= deadline:
                     break
@@ -316,11 +319,8 @@ class LabRig:
             if ike is None:
                 problems.append(f"{side}: no ESTABLISHED IKE_SA")
                 continue
-            wrong = _algorithms(ike, p["ike_encryption"], p["ike_integrity"])
-            if ike.get("dh-group") != _dh_name(p["dh_group"]):
-                wrong.append(f"DH {ike.get('dh-group')}, expected {p['dh_group']}")
-            if ike.get("version") != str(mine.version):
-                wrong.append(f"IKEv{ike.get('version')}, expected IKEv{mine.version}")
+            wrong = vf.ike_problems(ike, p["ike_encryption"], p["ike_integrity"], p["dh_group"],
+                                    mine.version)
             if gw.side == "cloud":
                 negotiated["ike"] = {k: ike.get(k) for k in
                                      ("version", "encr-alg", "encr-keysize", "integ-alg", "dh-group",
@@ -330,12 +330,11 @@ class LabRig:
                 if child is None:
                     wrong.append(f"CHILD_SA {ch.name} not installed")
                     continue
-                wrong += _algorithms(child, p["ipsec_encryption"], p["ipsec_integrity"])
-                ts = (child.get("local-ts"), child.get("remote-ts"))
-                if ts != ([str(ch.local_ts)], [str(ch.remote_ts)]):
-                    wrong.append(f"TS {ts[0]} === {ts[1]}, expected {ch.local_ts} === {ch.remote_ts}")
-                if mine.version == 1 and child.get("dh-group") != _dh_name(p["pfs"]):
-                    wrong.append(f"PFS {child.get('dh-group') or 'none'}, expected {p['pfs']}")
+                wrong += vf.algorithm_problems(child, p["ipsec_encryption"], p["ipsec_integrity"])
+                if problem := vf.selector_problem(child, ch.local_ts, ch.remote_ts):
+                    wrong.append(problem)
+                if mine.version == 1 and (problem := vf.pfs_problem(child, p["pfs"])):
+                    wrong.append(problem)
                 if gw.side == "cloud":
                     negotiated.setdefault("esp", {})[ch.name] = {
                         k: child.get(k) for k in ("encr-alg", "encr-keysize", "integ-alg", "dh-group")}
@@ -345,24 +344,25 @@ class LabRig:
     def verify_pfs(self, case: Case, plan: LabPlan, initiator: str,
                    negotiated: dict[str, Any]) -> list[str]:
         """IKEv2's first CHILD_SAs come from IKE_AUTH without DH: rekey each once and check the
-        group on both ends (the cost of a DH exchange per mapping, only on PFS cases)."""
+        group on both ends, also "none" when PFS is disabled (a rekey that carries no KE)."""
         conn = plan.gateway(initiator).connections[0]
         children = [ch.name for ch in conn.children]
         try:
             rekey_children(self.lab, initiator, conn.name, children, timeout=patience(5.0))
         except LabError as exc:
             return [f"PFS: {exc}"]
-        wanted = _dh_name(case.params["pfs"])
+        wanted = vf.dh_name(case.params["pfs"])
         problems = []
         for gw in plan.gateways:
-            got = installed_children(find_ike(self.sessions[gw.node].sas(), conn.name))
+            got = vf.installed_children(vf.find_ike(self.sessions[gw.node].sas(), conn.name))
             for name in children:
                 dh = got.get(name, {}).get("dh-group")
                 if dh != wanted:
                     problems.append(f"{gw.side}: PFS {dh or 'none'} after a CHILD_SA rekey, "
                                     f"expected {case.params['pfs']}")
                 elif gw.side == "cloud":
-                    negotiated.setdefault("esp", {}).setdefault(name, {})["dh-group"] = dh
+                    esp = negotiated.setdefault("esp", {}).setdefault(name, {})
+                    esp["dh-group"], esp["pfs-verified"] = dh, "after a CHILD_SA rekey"
         return problems
 
     def data_plane(self, case: Case, plan: LabPlan, n: int, wire: bool, deadline: float) -> list[str]:
@@ -392,7 +392,8 @@ class LabRig:
         return problems
 
     def clean(self, conn: str | None = None, initiator: str | None = None, force: bool = True) -> None:
-        """Terminate, unload, and prove both daemons hold no SA and no connection."""
+        """Terminate, unload, and prove both daemons hold no SA, no connection and no shared
+        secret: the next case starts from nothing (an unload VICI refused shows here)."""
         nodes = [self.cloud.node, self.customer.node]
         try:
             if conn and initiator and not force:
@@ -401,10 +402,16 @@ class LabRig:
             for node in nodes:
                 v = self.sessions[node]
                 if conn:
-                    with suppress(Exception):
+                    with suppress(CommandException):  # nothing loaded: proven empty below
                         v.unload(conn)
-                    with suppress(Exception):
+                    with suppress(CommandException):
                         v.session.unload_shared({"id": f"ike-{conn}"})
+            loaded = {node: (self.sessions[node].connections(), self.sessions[node].shared_secrets())
+                      for node in nodes}
+            if any(conns or keys for conns, keys in loaded.values()):
+                raise Wedged("left loaded after the case: " + ", ".join(
+                    f"{node}: connections {conns}, shared secrets {keys}"
+                    for node, (conns, keys) in loaded.items() if conns or keys))
             end = time.monotonic() + CLEAN_TIMEOUT
             while True:
                 left = {node: self.sessions[node].sas() for node in nodes}
@@ -453,18 +460,12 @@ def plan_tunnel(base: LabSpec, case: Case) -> Tunnel:
 
 def case_plan(base: LabSpec, case: Case, name: str, lab_plan: LabPlan | None) -> tuple[LabPlan, LabSpec]:
     """build_plan for the one-tunnel spec of `case` (raises LabError for what the lab refuses)."""
-    from lab.rules import check_rules
-
     spec = LabSpec(vpn_gateway=base.vpn_gateway, tunnels=[plan_tunnel(base, case)])
     problems = check_rules(spec)
     if problems:
         raise LabError("case spec invalid: " + "; ".join(problems))
     dataplane = lab_plan.dataplane if lab_plan else detect()
-    plan = build_plan(spec, name, dataplane, TUNING)
-    if to_tunnel_fields(case)["swap_ts"]:
-        for ch in plan.gateways[1].connections[0].children:
-            ch.local_ts, ch.remote_ts = ch.remote_ts, ch.local_ts
-    return plan, spec
+    return build_plan(spec, name, dataplane, TUNING), spec
 
 
 def _vici_config(plan: LabPlan, gw: Gateway, lab: Lab) -> dict[str, Any]:
@@ -491,7 +492,6 @@ def refused(base: LabSpec, case: Case) -> CaseResult:
 
 
 UNSUPPORTED_BY_ENDPOINTS = "is not supported by the strongSwan endpoints"  # lab.catalogue
-_DOC_NETS = tuple(ipaddress.IPv4Network(n) for n in ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"))
 # private range -> (step per slot, the longest prefix a range may have to move by that step)
 _PRIVATE = ((ipaddress.IPv4Network("10.0.0.0/8"), 1 << 16, 16),
             (ipaddress.IPv4Network("172.16.0.0/12"), 1 << 16, 16),
@@ -504,7 +504,7 @@ def _moved(value: str, slot: int) -> str:
         net = ipaddress.IPv4Network(value)
     except ValueError:
         return value
-    for doc in _DOC_NETS:
+    for doc in DOCUMENTATION:
         if net.subnet_of(doc):
             step = 8 * slot  # a new /29 per slot (one uplink network per public IP on docker)
             break
@@ -519,7 +519,7 @@ def _moved(value: str, slot: int) -> str:
         else:
             return value
     moved = ipaddress.IPv4Network((int(net.network_address) + step, net.prefixlen))
-    home = next(n for n in (*_DOC_NETS, *(p for p, _, _ in _PRIVATE)) if net.subnet_of(n))
+    home = next(n for n in (*DOCUMENTATION, *(p for p, _, _ in _PRIVATE)) if net.subnet_of(n))
     if not moved.subnet_of(home):
         raise LabError(f"{value}: no room for matrix lab slot {slot} inside {home}")
     return str(moved.network_address) if "/" not in value else str(moved)
@@ -582,8 +582,6 @@ def run_matrix(
 ) -> list[CaseResult]:
     """Run `cases` on `jobs` labs; `on_result` sees every result as it finishes (any thread, one
     at a time). Labs are always torn down, also on KeyboardInterrupt."""
-    from lab.spec import dump_spec, load_spec, parse_spec
-
     options = options or RunOptions()
     stop = stop or threading.Event()
     info = info or RunInfo()
@@ -689,17 +687,16 @@ def _teardown(stop: threading.Event, rigs: dict[str, LabRig], threads: list[thre
     once everything is gone)."""
     stop.set()
     interrupted = False
-    for step in ("close", "join", "down"):
-        pending = list(rigs.values()) if step == "close" else threads if step == "join" else names
-        for item in pending:
+    steps: list[list[Callable[[], object]]] = [
+        [rig.close for rig in rigs.values()],
+        [functools.partial(t.join, timeout=options.case_timeout + 5) for t in threads],
+        [functools.partial(lifecycle.down, name) for name in names],
+    ]
+    for pending in steps:
+        for step in pending:
             for _ in range(3):
                 try:
-                    if step == "close":
-                        item.close()  # type: ignore[union-attr]
-                    elif step == "join":
-                        item.join(timeout=options.case_timeout + 5)  # type: ignore[union-attr]
-                    else:
-                        lifecycle.down(item)  # type: ignore[arg-type]
+                    step()
                     break
                 except KeyboardInterrupt:
                     interrupted = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,12 +14,11 @@ import yaml
 
 from lab import lifecycle
 from lab.agent import encapsulation, esp_packets
-from lab.check import Agent
-from lab.lifecycle import Lab
+from lab.probe import Agent
+from lab.running import Lab
 from lab.scenarios.report import ScenarioResult
-from lab.spec import LabSpec, dump_spec, load_spec, parse_spec
-
-DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "configs" / "examples" / "default.yaml"
+from lab.spec import DEFAULT_SPEC, LabSpec, dump_spec, load_spec, parse_spec
+from lab.timing import patience
 
 
 def variant(base: str | Path | LabSpec | None, **tunnel_changes: Any) -> LabSpec:
@@ -80,3 +80,18 @@ class WireWatch:
 
 def save_spec(spec: LabSpec, path: Path) -> None:
     path.write_text(yaml.safe_dump(dump_spec(spec), sort_keys=False))
+
+
+def settled_ike_states(lab: Lab, tunnel: str, nodes: list[str], limit: float) -> dict[str, list[str]]:
+    """Each node's IKE_SA states for `tunnel`, once every node lists exactly one ESTABLISHED
+    IKE_SA or after `limit` seconds: a snapshot may fall inside an IKE rekey (the old SA
+    deleting, the new one not yet listed); IKE_SAs that multiplied stay more than one."""
+    deadline = time.monotonic() + patience(limit)
+    while True:
+        states: dict[str, list[str]] = {}
+        for node in nodes:
+            with lab.vici(node) as v:
+                states[node] = [sa.get("state", "") for sa in v.sas() if sa["name"] == tunnel]
+        if all(s == ["ESTABLISHED"] for s in states.values()) or time.monotonic() >= deadline:
+            return states
+        time.sleep(0.1)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.lifecycle import Lab
+from lab.running import Lab
 from lab.timing import patience
 
 KINDS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"]  # "log": the daemon's log lines

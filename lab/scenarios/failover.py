@@ -15,16 +15,19 @@ nothing in clear); flap the primary (the damping keeps the traffic from flapping
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.health import HOLD_DOWN_PROBES, Failover, bound
-from lab.lifecycle import Lab
+from lab.running import Lab
 from lab.scenarios import impair
 from lab.scenarios.base import WireWatch, lab_name, running_lab
+from lab.scenarios.carriers import Carriers
 from lab.scenarios.report import ScenarioResult
 from lab.scenarios.stream import Stream
-from lab.spec import LabSpec, dump_spec, load_spec, parse_spec
+from lab.spec import DEFAULT_SPEC, LabSpec, dump_spec, load_spec, parse_spec
 
 SECONDARY_CLOUD_IP = "203.0.113.9"
 SECONDARY_CUSTOMER_IP = "198.51.100.10"
@@ -36,8 +39,6 @@ IN_FLIGHT = 1.0  # s after a cut in which packets already on their way may still
 def failover_spec(base: str | Path | LabSpec | None, interval_ms: int, threshold: int,
                   timeout_ms: int) -> LabSpec:
     """The base spec's first tunnel twice: primary and secondary, each with its health check."""
-    from lab.scenarios.base import DEFAULT_SPEC
-
     spec = base if isinstance(base, LabSpec) else load_spec(base or DEFAULT_SPEC)
     data = dump_spec(spec)
     tunnel = data["tunnels"][0]
@@ -59,10 +60,15 @@ def failover_spec(base: str | Path | LabSpec | None, interval_ms: int, threshold
 
 
 def run_failover(base: str | Path | None = None, *, backend: str = "netns", interval_ms: int = 1000,
-                 threshold: int = 3, timeout_ms: int = 500, name: str | None = None) -> ScenarioResult:
+                 threshold: int = 3, timeout_ms: int = 500, name: str | None = None,
+                 fault: Callable[[Lab], None] | None = None) -> ScenarioResult:
+    """`fault` runs once the lab is up, before the experiment (a test breaks what a verdict
+    judges with it, e.g. a secondary path that drops the traffic but answers health checks)."""
     spec = failover_spec(base, interval_ms, threshold, timeout_ms)
     name = name or lab_name("fo")
     with running_lab(spec, name, backend) as lab:
+        if fault is not None:
+            fault(lab)
         primary, secondary = (t.name for t in spec.tunnels)
         result = ScenarioResult(
             "failover", f"health check every {interval_ms} ms, threshold {threshold}, timeout "
@@ -71,15 +77,7 @@ def run_failover(base: str | Path | None = None, *, backend: str = "netns", inte
     return result
 
 
-def _packets(lab: Lab, tunnel: str) -> int:
-    """Packets through a tunnel's mapping CHILD_SAs so far (health-check SA excluded)."""
-    with lab.vici(lab.plan.cloud_of(tunnel).node) as v:
-        return sum(int(c.get("packets-in", 0)) + int(c.get("packets-out", 0))
-                   for sa in v.sas() if sa["name"] == tunnel
-                   for c in sa.get("child-sas", {}).values() if not c["name"].endswith("-hc"))
-
-
-def _path(lab: Lab, tunnel: str) -> tuple:
+def _path(lab: Lab, tunnel: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
     return lab.plan.cloud_of(tunnel).public_ip, lab.plan.customer_of(tunnel).public_ip
 
 
@@ -101,17 +99,17 @@ def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) 
     stream = Stream(lab)
     wire = WireWatch(lab, [stream.prefix])
     failover = Failover(lab, primary, secondary)
+    carriers = Carriers(lab, [primary, secondary])
     try:
         failover.start()
+        carriers.start()
         stream.start()
         time.sleep(2 * interval)  # both checks healthy, the stream on the primary
         # 1. the primary's path breaks
-        before = _packets(lab, secondary)
         t_cut = impair.cut(lab, *_path(lab, primary), rule="primary")
         result.mark(t_cut, "primary cut")
         moved = _wait(lambda: failover.active == secondary, limit * 3 + 5)
         time.sleep(2 * interval)  # traffic on the secondary for a while
-        carried = _packets(lab, secondary) - before
         # 2. the primary comes back
         t_restore = impair.restore(lab, "primary")
         result.mark(t_restore, "primary restored")
@@ -145,6 +143,7 @@ def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) 
         wire.kill()
         raise
     finally:
+        carriers.stop()
         failover.stop()
     wire.finish(result)
     for t, active in failover.switches:
@@ -160,9 +159,13 @@ def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) 
                    f"{down.time - t_cut:.2f} s after the cut ({hc.threshold} failed probes every "
                    f"{hc.interval_ms} ms)" if down else "never")
     switch = next((t for t, active in failover.switches if active == secondary and t >= t_cut), None)
-    result.verdict("traffic moved to the secondary", moved and carried > 0,
-                   f"routes switched {switch - t_cut:.2f} s after the cut; the secondary carried "
-                   f"{carried} packets" if switch else "no switch")
+    # judged by where the packets went (both ends' CHILD_SA counters), not by the controller
+    on_secondary = carriers.carried(secondary, switch, t_restore) if switch else 0
+    on_primary = carriers.carried(primary, switch + IN_FLIGHT, t_restore) if switch else 0
+    result.verdict("traffic moved to the secondary", moved and on_secondary > 0 and on_primary == 0,
+                   f"routes switched {switch - t_cut:.2f} s after the cut; until the restore the "
+                   f"secondary carried {on_secondary} packets, the primary {on_primary}"
+                   if switch else "the routes never switched")
     udp = flow.directions[0]
     last, first = udp.outage_around(t_cut)
     if last and first:
@@ -170,14 +173,21 @@ def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) 
         result.metrics.update({"detection_s": round(down.time - t_cut, 2) if down else None,
                                "outage_s": round(outage, 2)})
         result.verdict("outage within interval x threshold + timeout (+1 interval for the switch)",
-                       outage <= limit + interval,
-                       f"outage {outage:.2f} s, bound {limit:.2f} s")
+                       outage <= limit + interval, f"outage {outage:.2f} s, bound {limit:.2f} s")
+    else:
+        result.verdict("outage within interval x threshold + timeout (+1 interval for the switch)",
+                       False, "no outage measured: " + ("no packet delivered after the cut"
+                                                        if last else "no packet delivered at all"))
     failback = next((t for t, active in failover.switches if active == primary and t >= t_restore),
                     None)
-    result.verdict("traffic moved back to the primary after it recovered (damped)", back,
-                   f"{failback - t_restore:.2f} s after the restore (after "
-                   f"{max(hc.threshold, HOLD_DOWN_PROBES)} good probes in a row)" if failback
-                   else "no failback")
+    back_on_primary = carriers.carried(primary, failback + IN_FLIGHT, t_both) if failback else 0
+    still_secondary = carriers.carried(secondary, failback + IN_FLIGHT, t_both) if failback else 0
+    result.verdict("traffic moved back to the primary after it recovered (damped)",
+                   back and back_on_primary > 0 and still_secondary == 0,
+                   f"routes switched back {failback - t_restore:.2f} s after the restore (after "
+                   f"{max(hc.threshold, HOLD_DOWN_PROBES)} good probes in a row); then the primary "
+                   f"carried {back_on_primary} packets, the secondary {still_secondary}"
+                   if failback else "the routes never switched back")
     if failback:
         result.metrics["failback_s"] = round(failback - t_restore, 2)
     late = sorted(ts - t_both for d in flow.directions for ts in d.arrived.values()
@@ -186,8 +196,10 @@ def _experiment(lab: Lab, result: ScenarioResult, primary: str, secondary: str) 
                    f"{len(late)} packets delivered while both paths were cut"
                    + (f", {late[0]:.2f}-{late[-1]:.2f} s after the cut" if late else ""))
     flaps = [s for s in failover.switches[switches_before:] if t_flap <= s[0] <= t_flap_end + settle * 2]
-    result.verdict("a flapping primary does not flap the traffic", len(flaps) <= 2,
-                   f"{len(flaps)} route switches during {FLAPS} flaps (damping: back only after "
+    moves = carriers.switches(t_flap, t_flap_end + settle * 2)
+    result.verdict("a flapping primary does not flap the traffic", len(moves) <= 2,
+                   f"the traffic changed tunnels {len(moves)} times during {FLAPS} flaps (the "
+                   f"routes {len(flaps)} times; damping: back only after "
                    f"{max(hc.threshold, HOLD_DOWN_PROBES)} good probes in a row)")
     result.metrics["switches"] = len(failover.switches)
     result.attach_stream(flow)

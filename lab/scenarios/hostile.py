@@ -16,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
-from lab.check import Agent
+from lab.agent import ESP_KINDS, wire_kind
 from lab.errors import LabError
-from lab.lifecycle import Lab
+from lab.probe import Agent
+from lab.processes import alive
+from lab.running import Lab
 from lab.scenarios.base import WireWatch, lab_name, running_lab, variant
 from lab.scenarios.events import EventRecorder
 from lab.scenarios.report import ScenarioResult
@@ -72,9 +75,9 @@ class _WanCapture:
 
     def finish(self) -> dict[str, int]:
         """Per gateway: ESP frames that arrived more than once, byte for byte."""
-        from collections import Counter
-
+        # scapy costs a second to import: only this step of the scenario needs it here
         from scapy.layers.inet import IP, UDP
+        from scapy.plist import PacketList
         from scapy.utils import rdpcap
 
         for proc in self.procs.values():
@@ -86,11 +89,10 @@ class _WanCapture:
             try:
                 frames = rdpcap(str(path))
             except (OSError, EOFError):
-                frames = []
+                frames = PacketList()
             seen = Counter(bytes(f[IP].payload) for f in frames
                            if f.haslayer(IP) and str(f[IP].dst) == str(gw.public_ip)
-                           and (f[IP].proto == 50 or f.haslayer(UDP)
-                                and bytes(f[UDP].payload)[:4] != b"\0" * 4))
+                           and wire_kind(f, IP, UDP) in ESP_KINDS)
             repeated[gw.node] = sum(n - 1 for n in seen.values() if n > 1)
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -147,13 +149,7 @@ def _experiment(lab: Lab, result: ScenarioResult, flood: int) -> None:
     wire.finish(result)
     result.metrics["sent"] = attack.get("sent", {})
     result.metrics["esp_captured_for_replay"] = attack.get("captured_esp", 0)
-    alive = {}
-    for key, pid in pids.items():
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                alive[key] = f.read().split(") ", 1)[1][0] != "Z"
-        except OSError:
-            alive[key] = False
+    running = {key: alive(pid) for key, pid in pids.items()}
     answering = {}
     for gw in lab.plan.gateways:
         try:
@@ -163,14 +159,13 @@ def _experiment(lab: Lab, result: ScenarioResult, flood: int) -> None:
         except Exception:  # noqa: BLE001 - any failure means the daemon is not answering
             answering[gw.node] = False
     result.verdict("both daemons stayed up and answer VICI",
-                   all(answering.values()) and (not alive or all(alive.values())),
-                   f"VICI {answering}, processes {alive or 'not tracked by PID on this backend'}")
+                   all(answering.values()) and (not running or all(running.values())),
+                   f"VICI {answering}, processes {running or 'not tracked by PID on this backend'}")
     after = _ike_ids(lab)
     result.verdict("the tunnel stayed established (same IKE_SA)", before == after and all(before.values()),
                    f"before {before}, after {after}")
     lost = sum(len(d.lost) for d in flow.directions)
-    result.verdict("the stream lost nothing", lost == 0,
-                   f"{lost} lost of {sum(len(d.sent) for d in flow.directions)}")
+    result.verdict("the stream lost nothing", lost == 0, flow.losses())
     replayed = attack.get("sent", {}).get("replayed ESP", 0)
     dup = sum(d.duplicates for d in flow.directions)
     result.verdict("replayed ESP was not delivered to the hosts", replayed > 0 and dup == 0,

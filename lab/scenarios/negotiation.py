@@ -12,8 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from lab.check import Agent, run_check
-from lab.lifecycle import Lab
+from lab.check import run_check
+from lab.probe import Agent
+from lab.running import Lab
 from lab.scenarios.base import WireWatch, lab_name, running_lab, variant
 from lab.scenarios.events import EventRecorder
 from lab.scenarios.report import ScenarioResult
@@ -60,11 +61,10 @@ def _experiment(lab: Lab, result: ScenarioResult, kind: str, t_loaded: float, wi
         states = _established(lab)
         result.verdict("the tunnel is up once loaded", "ESTABLISHED" in states, f"IKE_SA: {states}")
     else:
-        states = [_established(lab)]
         with lab.vici(lab.plan.gateways[1].node) as v:
-            states.append([sa.get("state", "") for sa in v.sas()])
-        result.verdict("nothing negotiated before VPC traffic", states == [[], []],
-                       f"IKE_SAs before traffic: cloud {states[0]}, customer {states[1]}")
+            both = [_established(lab), [sa.get("state", "") for sa in v.sas()]]
+        result.verdict("nothing negotiated before VPC traffic", both == [[], []],
+                       f"IKE_SAs before traffic: cloud {both[0]}, customer {both[1]}")
         probe = lab.plan.probes[0]
         with EventRecorder(lab, ["child-updown"]) as rec:
             sent = Agent(lab, probe.vpc_node, ["send", "--iface", "eth0", "--prefix", "ILABneg"],

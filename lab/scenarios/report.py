@@ -8,11 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from rich.console import Console
 from rich.table import Table
 
-from lab.render import CONFIGS
+from lab.render import report_environment
 from lab.scenarios.events import Event
 from lab.scenarios.stream import StreamResult
 
@@ -85,9 +84,7 @@ def to_junit(results: list[ScenarioResult]) -> str:
 
 
 def to_html(results: list[ScenarioResult]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(CONFIGS / "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.get_template("scenario.html.j2").render(results=results)
+    return report_environment().get_template("scenario.html.j2").render(results=results)
 
 
 def write_outputs(results: list[ScenarioResult], json_path: Path | None, junit_path: Path | None,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.check import Agent
-from lab.lifecycle import Lab
 from lab.plan import MappingProbe
+from lab.probe import Agent
+from lab.running import Lab
 
 DEFAULT_RATE = 50.0
 
@@ -90,9 +91,24 @@ class StreamResult:
     directions: list[Direction]
     started: float
     stopped: float
+    capture_drops: int = 0  # packets the receiving ends' captures missed (full buffer)
 
     def summary(self) -> list[dict[str, Any]]:
         return [d.summary() for d in self.directions]
+
+    def losses(self) -> str:
+        """The lost packets in words: how many, when (s into the stream), and whether the
+        captures themselves missed packets (then a loss may be the measurement's)."""
+        lost = sorted((ts - self.started, d.name) for d in self.directions for seq, ts in d.sent.items()
+                      if seq not in d.arrived)
+        text = f"{len(lost)} lost of {sum(len(d.sent) for d in self.directions)} sent"
+        if lost:
+            text += " (" + ", ".join(f"{name} at {t:.2f} s" for t, name in lost[:6]) + (
+                ", ..." if len(lost) > 6 else "") + ")"
+        if self.capture_drops:
+            text += (f"; the receiving captures missed {self.capture_drops} packets (full buffer):"
+                     " some losses may be the capture's")
+        return text
 
 
 class Stream:
@@ -118,8 +134,6 @@ class Stream:
         self.started = 0.0
 
     def start(self) -> None:
-        import time
-
         for agent in self.ends.values():
             agent.wait_ready()
         self.started = time.time()
@@ -129,11 +143,13 @@ class Stream:
             agent.proc.stdin.flush()
 
     def stop(self) -> StreamResult:
-        import time
-
+        """Both ends stop sending, and only once both have stopped do they stop listening: the
+        last packets of one end are not lost to the other's capture closing first."""
         stopped = time.time()
-        for agent in self.ends.values():  # both ends stop sending at the same moment
-            agent.feed("")
+        for agent in self.ends.values():
+            agent.say("stop")
+        for agent in self.ends.values():
+            agent.expect("stopped")
         results = {tag: agent.finish() for tag, agent in self.ends.items()}
         i2v, v2i = results["i2v"], results["v2i"]
         directions = [
@@ -145,7 +161,8 @@ class Stream:
                 _direction("idc->vpc->idc icmp", i2v["sent"], i2v["received"], "echo"),
                 _direction("vpc->idc->vpc icmp", v2i["sent"], v2i["received"], "echo"),
             ]
-        return StreamResult(self.rate, directions, self.started, stopped)
+        drops = sum(int(r.get("capture_drops", 0)) for r in results.values())
+        return StreamResult(self.rate, directions, self.started, stopped, drops)
 
     def kill(self) -> None:
         for agent in self.ends.values():

@@ -23,6 +23,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from lab import processes
 from lab.errors import LabError
 
 #: Where our dockerd's PID is recorded (only a dockerd the lab started is ever listed here).
@@ -114,13 +115,13 @@ def stop_engine(progress: Callable[[str], None] = lambda _msg: None) -> bool:
     progress(f"stopping the lab's dockerd (pid {pid})")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid) and time.monotonic() < deadline:
+    while processes.alive(pid) and time.monotonic() < deadline:
         time.sleep(POLL_INTERVAL)
-    if _alive(pid):
+    if processes.alive(pid):
         progress(f"dockerd (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it")
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while _alive(pid) and time.monotonic() < deadline:
+        while processes.alive(pid) and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL)
     PID_FILE.unlink(missing_ok=True)
     progress("dockerd stopped")
@@ -134,26 +135,13 @@ def recorded_pid() -> int | None:
         pid = int(PID_FILE.read_text().strip())
     except (OSError, ValueError):
         return None
-    if not _alive(pid):
+    if not processes.alive(pid):
         return None
     try:
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
     except OSError:
         return None
     return pid if os.path.basename(argv0) == b"dockerd" else None
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` is a live process (a zombie child of ours is reaped, not alive)."""
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state field follows the parenthesised command name, which may contain spaces.
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 @contextlib.contextmanager
@@ -231,7 +219,7 @@ def _wait_for_engine(pid: int, progress: Callable[[str], None]) -> docker.Docker
         if client is not None:
             progress(f"dockerd (pid {pid}) answers after {time.monotonic() - started:.1f} s")
             return client
-        if not _alive(pid):
+        if not processes.alive(pid):
             PID_FILE.unlink(missing_ok=True)
             raise LabError(f"dockerd exited at start; its log says:\n{_log_tail()}")
         time.sleep(POLL_INTERVAL)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -22,14 +21,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
 
 from lab import catalogue as cat
 from lab import profiles
-from lab.errors import LabError, read_text
+from lab.errors import LabError
 
 IPv4 = ipaddress.IPv4Address
 Cidr = ipaddress.IPv4Network
@@ -42,7 +40,7 @@ def _profile(info: ValidationInfo | None) -> profiles.Profile:
 
 
 def _menu(kind: str):
-    """Accept any catalogue spelling (any profile's option; `lab.rules` checks the profile's menu);
+    """Accept any catalogue spelling (any profile's option; `lab.spec.rules` checks the profile's menu);
     an unknown value's message lists the profile's menu."""
 
     def pick(value: Any, info: ValidationInfo) -> str:
@@ -232,8 +230,27 @@ class UnsetKey(SecretStr):
         return f"UnsetKey(env:{self.variable})"
 
 
+class BehindNat(Strict):
+    """The customer gateway's own WAN address is private; a NAT router in front of it translates
+    to `customer_gateway.public_ip` (source NAT), as an IDC firewall or a cloud VM's elastic IP
+    does. The cloud sees the public address; the gateway's default ID is its private one."""
+
+    private_ip: IPv4
+    # IKE and ESP-in-UDP from the internet forwarded to the gateway (UDP 500/4500: an elastic IP,
+    # or a firewall with those ports forwarded), so the cloud can initiate; false: only what the
+    # gateway started gets back in (then the cloud must not initiate: negotiation_type passive)
+    inbound: bool = True
+    # seconds the NAT keeps an idle UDP mapping (conntrack); None: the kernel's (30 s unreplied,
+    # 120 s once answered). NAT-T keepalives (strongSwan: every 20 s) hold a shorter one open.
+    udp_timeout: Annotated[int, Field(ge=5, le=3600)] | None = None
+    # seconds between the customer gateway's NAT-T keepalives when it sends nothing else
+    # (strongSwan's charon.keep_alive); None: strongSwan's 20 s; 0: none at all
+    keepalive: Annotated[int, Field(ge=0, le=3600)] | None = None
+
+
 class CustomerGateway(Strict):
     public_ip: IPv4
+    behind_nat: BehindNat | None = None
     idc_cidrs: list[Cidr] = []
     # customer gateways naming one site share one IDC (its host behind a switch): the seed's
     # primary/secondary set-up, two customer gateways in front of the same data centre
@@ -246,6 +263,7 @@ class CustomerOverrides(Strict):
     pre_shared_key: SecretStr | None = None
     ike: dict[str, Any] = {}
     ipsec: dict[str, Any] = {}
+    swap_selectors: bool = False  # its local and remote traffic selectors swapped (a TS mismatch)
 
 
 def _tunnel_name(value: str) -> str:
@@ -314,8 +332,17 @@ class VpnGateway(Strict):
             else self.public_ip
 
 
+class Internet(Strict):
+    """The simulated internet between the gateways."""
+
+    # the path MTU between the gateways (both ends of each uplink): 1500 is Ethernet's; PPPoE
+    # links have 1492, some carrier paths less. IPv4's minimum for IPsec use is kept at 1280.
+    mtu: Annotated[int, Field(ge=1280, le=9000)] = 1500
+
+
 class LabSpec(Strict):
     vpn_gateway: VpnGateway = VpnGateway()
+    internet: Internet = Internet()
     tunnels: Annotated[list[Tunnel], Field(min_length=1)]
 
     def tunnel(self, name: str) -> Tunnel:
@@ -363,44 +390,7 @@ def location(loc: tuple) -> str:
     return out
 
 
-def parse_spec(data: Any, source: str = "spec", *, need_keys: bool = True) -> LabSpec:
-    """Validate a spec already loaded from YAML/JSON.
-
-    `need_keys=False` checks the spec without its pre-shared keys: an `env:NAME` whose variable
-    is not set becomes an `UnsetKey` (see `unset_keys`) instead of an error.
-    """
-    from lab.rules import check_rules
-
-    if not isinstance(data, dict):
-        raise SpecInvalid(source, ["(top level): must be a mapping with vpn_gateway and tunnels"])
-    profile = _profile_of(data)
-    if profile.name != profiles.DEFAULT and isinstance(data.get("tunnels"), list):
-        data = {**data, "tunnels": [profile.with_defaults(t) for t in data["tunnels"]]}
-    try:
-        spec = LabSpec.model_validate(data, context={"profile": profile, "need_keys": need_keys})
-    except ValidationError as exc:
-        problems = [f"{location(e['loc'])}: {message(e)}" for e in exc.errors()]
-        raise SpecInvalid(source, problems) from None
-    for i, t in enumerate(spec.tunnels):
-        if isinstance(t.pre_shared_key, UnsetKey):
-            t.pre_shared_key.where = f"tunnels[{i}].pre_shared_key"
-    problems = check_rules(spec)
-    if problems:
-        raise SpecInvalid(source, problems)
-    return spec
-
-
-def _profile_of(data: dict) -> profiles.Profile:
-    """The profile named in raw spec data; the default one when absent or unknown (pydantic then
-    reports the unknown name)."""
-    gateway = data.get("vpn_gateway")
-    try:
-        return profiles.get(gateway.get("profile") if isinstance(gateway, dict) else None)
-    except LookupError:
-        return profiles.get(None)
-
-
-def message(error: dict) -> str:
+def message(error: Mapping[str, Any]) -> str:
     """pydantic's error message in the spec's words."""
     msg = error["msg"]
     if msg.startswith("Value error, "):
@@ -408,41 +398,3 @@ def message(error: dict) -> str:
     if error["type"] == "extra_forbidden":
         msg = "unknown field (not part of the tunnel spec)"
     return msg
-
-
-def dump_spec(spec: LabSpec) -> dict[str, Any]:
-    """The spec as plain YAML/JSON data, with pre-shared keys revealed (env: resolved).
-
-    For files the lab keeps privately (mode 0600): a running lab must not depend on the
-    environment of whoever brought it up.
-    """
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            return value.get_secret_value()
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv4Network):
-            return str(value)
-        return value
-
-    return plain(spec.model_dump())
-
-
-def unset_keys(spec: LabSpec) -> list[tuple[str, str]]:
-    """(field, variable) of every `env:` pre-shared key whose variable is not set (need_keys=False)."""
-    return [(t.pre_shared_key.where, t.pre_shared_key.variable) for t in spec.tunnels
-            if isinstance(t.pre_shared_key, UnsetKey)]
-
-
-def load_spec(path: str | Path, *, need_keys: bool = True) -> LabSpec:
-    """Read and validate a spec file (UTF-8 YAML); `need_keys` as in `parse_spec`."""
-    path = Path(path)
-    text = read_text(path, "spec")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LabError(f"{path}: not valid YAML ({exc})") from None
-    return parse_spec(data, str(path), need_keys=need_keys)

@@ -37,7 +37,7 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
-from lab.engine import apt_install
+from lab.backends.docker.engine import apt_install
 from lab.errors import LabError
 
 Method = Literal["auto", "dockerfile", "mmdebstrap"]

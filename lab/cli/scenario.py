@@ -13,31 +13,32 @@ run side by side. `--backend auto` picks docker when an engine answers, like `up
 
 `--time-scale` defaults to 1.0: the cloud's real DPD timeouts and SA lifetimes. A smaller value
 (0 < S <= 1) shortens them for quick runs; every report states the scale it ran at.
+
+Each command imports its experiment when it runs: together they load the whole verification
+stack, which `ipsec-lab --help` and every other command would otherwise pay for at start-up.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from lab import catalogue as cat
+from lab.cli.console import out, progress
 from lab.errors import LabError
 from lab.scenarios.report import ScenarioResult, print_summary, write_outputs
+from lab.spec import DEFAULT_SPEC, load_spec
 
 BACKENDS = ("netns", "docker", "auto")
 VERSIONS = {"v1": ["v1"], "v2": ["v2"], "both": ["v1", "v2"]}
 DPD_ACTIONS = {"disconnect": ["disconnect"], "retry": ["retry"], "both": ["disconnect", "retry"]}
-NEGOTIATION_TYPES = ("active", "passive", "traffic-triggered")
+NEGOTIATION_TYPES = tuple(cat.NEGOTIATION_TYPES)
 TRIGGERS = {"time": ["time"], "volume": ["volume"], "both": ["time", "volume"]}
-DPD_TIMEOUT_RANGE = (30, 60)
 FLOOD_MAX = 1000
-
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 Spec = Annotated[Path | None, typer.Argument(help="Base tunnel spec (its first tunnel is used); "
                                              "default configs/examples/default.yaml.",
@@ -53,8 +54,10 @@ NameOpt = Annotated[str | None, typer.Option("--name", help="Lab name for the ru
                                              "from the scenario and the process id).")]
 VersionOpt = Annotated[str, typer.Option("--version", help="IKE version: v1, v2 or both.")]
 
+Runs = list[tuple[str, Callable[[], ScenarioResult]]]
 
-def _choice(option: str, value: str, allowed) -> str:
+
+def _choice(option: str, value: str, allowed: Collection[str]) -> str:
     if value not in allowed:
         raise LabError(f"{option}: must be one of {', '.join(allowed)} (got {value!r})")
     return value
@@ -70,18 +73,14 @@ def _common(spec: Path | None, backend: str, time_scale: float) -> Path | None:
     return spec
 
 
-def _progress(message: str) -> None:
-    err.print(f"[dim]·[/] {message}")
-
-
-def _run(runs: list[tuple[str, Callable[[], ScenarioResult]]], json_path: Path | None,
-         junit_path: Path | None, html_path: Path | None, time_scale: float) -> None:
+def _run(runs: Runs, json_path: Path | None, junit_path: Path | None, html_path: Path | None,
+         time_scale: float) -> None:
     scale = ("time scale 1.0: the cloud's real timeouts and lifetimes" if time_scale == 1
              else f"time scale {time_scale}: timeouts and lifetimes shortened for a quick run")
     results: list[ScenarioResult] = []
     try:
         for label, run in runs:
-            _progress(f"{label} ({scale})")
+            progress(f"{label} ({scale})")
             results.append(run())
             print_summary(out, results[-1:])
     finally:  # what ran is reported even when a later variant raised
@@ -110,9 +109,7 @@ def dpd(
     html_path: HtmlOut = None,
 ) -> None:
     """Cut the path under traffic: who declares the peer dead, when, and what the action does."""
-    from lab.scenarios.base import DEFAULT_SPEC
-    from lab.scenarios.dpd import run_dpd, run_dpd_off
-    from lab.spec import load_spec
+    from lab.scenarios.dpd import run_dpd, run_dpd_off  # at run time: see the module docstring
 
     spec = _common(spec, backend, time_scale)
     versions = VERSIONS[_choice("--version", version, VERSIONS)]
@@ -120,20 +117,20 @@ def dpd(
     _choice("--dpd", dpd_state, ("on", "off"))
     if timeout is None:
         timeout = load_spec(spec or DEFAULT_SPEC).tunnels[0].dpd.timeout
-    low, high = DPD_TIMEOUT_RANGE
+    low, high = cat.DPD_TIMEOUT_RANGE
     if not low <= timeout <= high:
         raise LabError(f"--timeout: the cloud's DPD timeout is {low}-{high} s (got {timeout})")
-    runs: list[tuple[str, Callable[[], ScenarioResult]]] = []
+    runs: Runs = []
     for v in versions:
         if dpd_state == "off":
             runs.append((f"IKE{v} DPD off, cut for 2 x {timeout} s",
-                         lambda v=v: run_dpd_off(spec, backend=backend, version=v, timeout=timeout,
-                                                 time_scale=time_scale, name=name)))
+                         functools.partial(run_dpd_off, spec, backend=backend, version=v, timeout=timeout,
+                                           time_scale=time_scale, name=name)))
             continue
         for a in actions:
             runs.append((f"IKE{v} DPD {timeout} s {a}",
-                         lambda v=v, a=a: run_dpd(spec, backend=backend, version=v, action=a,
-                                                  timeout=timeout, time_scale=time_scale, name=name)))
+                         functools.partial(run_dpd, spec, backend=backend, version=v, action=a,
+                                           timeout=timeout, time_scale=time_scale, name=name)))
     _run(runs, json_path, junit_path, html_path, time_scale)
 
 
@@ -150,7 +147,7 @@ def negotiation(
     html_path: HtmlOut = None,
 ) -> None:
     """Who sends the first IKE packet, when, and on what cue (from a capture on the wire)."""
-    from lab.scenarios.negotiation import run_negotiation
+    from lab.scenarios.negotiation import run_negotiation  # at run time: see the module docstring
 
     spec = _common(spec, backend, time_scale)
     if time_scale != 1:
@@ -159,10 +156,10 @@ def negotiation(
     types = list(NEGOTIATION_TYPES) if negotiation_type == "all" else [
         _choice("--type", negotiation_type, (*NEGOTIATION_TYPES, "all"))]
     versions = VERSIONS[_choice("--version", version, VERSIONS)]
-    runs = [(f"negotiation {t} IKE{v}",
-             lambda t=t, v=v: run_negotiation(spec, backend=backend, negotiation_type=t, version=v,
-                                              name=name))
-            for v in versions for t in types]
+    runs: Runs = [(f"negotiation {t} IKE{v}",
+                   functools.partial(run_negotiation, spec, backend=backend, negotiation_type=t,
+                                     version=v, name=name))
+                  for v in versions for t in types]
     _run(runs, json_path, junit_path, html_path, time_scale)
 
 
@@ -180,17 +177,17 @@ def rekey(
     html_path: HtmlOut = None,
 ) -> None:
     """Rekey under a running stream: SPIs replaced, nothing lost or duplicated."""
-    from lab.scenarios.rekey import run_rekey
+    from lab.scenarios.rekey import run_rekey  # at run time: see the module docstring
 
     spec = _common(spec, backend, time_scale)
     versions = VERSIONS[_choice("--version", version, VERSIONS)]
     triggers = TRIGGERS[_choice("--trigger", trigger, TRIGGERS)]
     if not 1 <= rekeys <= 20:
         raise LabError(f"--rekeys: must be 1-20 (got {rekeys})")
-    runs = [(f"rekey IKE{v} {t}",
-             lambda v=v, t=t: run_rekey(spec, backend=backend, version=v, trigger=t,
-                                        time_scale=time_scale, rekeys=rekeys, name=name))
-            for v in versions for t in triggers]
+    runs: Runs = [(f"rekey IKE{v} {t}",
+                   functools.partial(run_rekey, spec, backend=backend, version=v, trigger=t,
+                                     time_scale=time_scale, rekeys=rekeys, name=name))
+                  for v in versions for t in triggers]
     _run(runs, json_path, junit_path, html_path, time_scale)
 
 
@@ -207,7 +204,7 @@ def hostile(
     html_path: HtmlOut = None,
 ) -> None:
     """Malformed IKE, a bounded spoofed flood, unknown-SPI and replayed ESP at a live tunnel."""
-    from lab.scenarios.hostile import run_hostile
+    from lab.scenarios.hostile import run_hostile  # at run time: see the module docstring
 
     spec = _common(spec, backend, time_scale)
     if time_scale != 1:
@@ -215,9 +212,9 @@ def hostile(
     versions = VERSIONS[_choice("--version", version, VERSIONS)]
     if not 0 <= flood <= FLOOD_MAX:
         raise LabError(f"--flood: must be 0-{FLOOD_MAX} packets per gateway (got {flood})")
-    runs = [(f"hostile IKE{v}, flood {flood}",
-             lambda v=v: run_hostile(spec, backend=backend, version=v, flood=flood, name=name))
-            for v in versions]
+    runs: Runs = [(f"hostile IKE{v}, flood {flood}",
+                   functools.partial(run_hostile, spec, backend=backend, version=v, flood=flood, name=name))
+                  for v in versions]
     _run(runs, json_path, junit_path, html_path, time_scale)
 
 
@@ -234,8 +231,7 @@ def failover(
 ) -> None:
     """Primary/secondary failover on the health check: outage against the bound, failback,
     both down, a flapping primary (lab.scenarios.failover). Runs at the cloud's real values."""
-    from lab import catalogue as cat
-    from lab.scenarios.failover import run_failover
+    from lab.scenarios.failover import run_failover  # at run time: see the module docstring
 
     for option, value, (lo, hi) in (("--interval-ms", interval_ms, cat.HEALTH_INTERVAL_MS),
                                     ("--threshold", threshold, cat.HEALTH_THRESHOLD),

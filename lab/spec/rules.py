@@ -13,10 +13,8 @@ from pydantic import ValidationError
 
 from lab import catalogue as cat
 from lab import profiles
-from lab.spec import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel, location, message
-
-# The simulated internet uses documentation ranges only (RFC 5737): lab traffic never leaves.
-DOCUMENTATION = [Cidr("192.0.2.0/24"), Cidr("198.51.100.0/24"), Cidr("203.0.113.0/24")]
+from lab.ranges import DOCUMENTATION_TEXT, is_documentation
+from lab.spec.model import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel, location, message
 
 
 def check_rules(spec: LabSpec) -> list[str]:
@@ -27,18 +25,18 @@ def check_rules(spec: LabSpec) -> list[str]:
 
 def _gateway_rules(spec: LabSpec) -> Iterator[str]:
     gw = spec.vpn_gateway
-    if not _documentation(gw.public_ip):
+    if not is_documentation(gw.public_ip):
         yield f"vpn_gateway.public_ip: {gw.public_ip} must be in a documentation range " \
-              f"({', '.join(map(str, DOCUMENTATION))}) so lab traffic stays in the lab"
+              f"({DOCUMENTATION_TEXT}) so lab traffic stays in the lab"
     names = [t.name for t in spec.tunnels]
     for i, name in enumerate(names):
         if name in names[:i]:
             yield f"tunnels[{i}].name: tunnel name {name!r} is used twice; names must be unique"
     seen = {gw.public_ip: "vpn_gateway.public_ip"}
     if gw.secondary_public_ip is not None:
-        if not _documentation(gw.secondary_public_ip):
+        if not is_documentation(gw.secondary_public_ip):
             yield f"vpn_gateway.secondary_public_ip: {gw.secondary_public_ip} must be in a " \
-                  f"documentation range ({', '.join(map(str, DOCUMENTATION))})"
+                  f"documentation range ({DOCUMENTATION_TEXT})"
         if gw.secondary_public_ip == gw.public_ip:
             yield "vpn_gateway.secondary_public_ip: must differ from vpn_gateway.public_ip"
         seen[gw.secondary_public_ip] = "vpn_gateway.secondary_public_ip"
@@ -72,14 +70,46 @@ def _gateway_rules(spec: LabSpec) -> Iterator[str]:
 
 
 
+PRIVATE_WAN = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
+                                                        "192.168.0.0/16", "100.64.0.0/10"))
+
+
+def _nat_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
+    nat = t.customer_gateway.behind_nat
+    if nat is None:
+        return
+    if not nat.inbound and t.negotiation_type != "passive":
+        yield f"{at}.customer_gateway.behind_nat.inbound: false lets nothing in that the customer " \
+              f"gateway did not start, so the cloud cannot initiate; set negotiation_type: passive " \
+              f"(got {t.negotiation_type})"
+    where = f"{at}.customer_gateway.behind_nat.private_ip"
+    ip = nat.private_ip
+    if not any(ip in n for n in PRIVATE_WAN):
+        yield f"{where}: {ip} must be a private address (10/8, 172.16/12, 192.168/16 or the " \
+              "carrier-grade NAT range 100.64/10): the address behind the NAT"
+        return
+    wan = ipaddress.IPv4Network(f"{ip}/24", strict=False)
+    if ip in (wan.network_address, wan.broadcast_address) or ip == wan.network_address + 1:
+        yield f"{where}: {ip} is the network, broadcast or NAT router address of its /24 " \
+              f"({wan}, router {wan.network_address + 1}); pick another host address"
+    inside = [spec.vpn_gateway.vpc_cidr, *t.customer_gateway.idc_cidrs,
+              *(c for _, peer in t.mappings() for c in [peer])]
+    for cidr in inside:
+        if wan.overlaps(cidr):
+            yield f"{where}: its /24 ({wan}) overlaps {cidr}, a range the tunnel carries; the " \
+                  "WAN behind the NAT must be apart from the VPC and IDC ranges"
+            return
+
+
 def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:
     at = f"tunnels[{i}]"
     prof = profile_of(spec)
     if len(t.name) > prof.tunnel_name_max:
         yield f"{at}.name: at most {prof.tunnel_name_max} characters{prof.where()} (got {len(t.name)})"
-    if not _documentation(t.customer_gateway.public_ip):
+    if not is_documentation(t.customer_gateway.public_ip):
         yield f"{at}.customer_gateway.public_ip: {t.customer_gateway.public_ip} must be in a " \
-              f"documentation range ({', '.join(map(str, DOCUMENTATION))})"
+              f"documentation range ({DOCUMENTATION_TEXT})"
+    yield from _nat_rules(spec, at, t)
     if t.communication_mode == "spd-policy" and not t.spd_rules:
         yield f"{at}.spd_rules: SPD policy mode needs at least one rule (local and peer CIDRs)"
     if t.communication_mode == "destination-route" and t.spd_rules:
@@ -141,7 +171,7 @@ def _profile_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
                   f"(got {t.dpd.timeout})"
         elif hi is not None and not lo <= t.dpd.timeout <= hi:
             yield f"{at}.dpd.timeout: must be {lo}-{hi} seconds{prof.where()} (got {t.dpd.timeout})"
-    for field, value, bounds, unit in (
+    for field, amount, bounds, unit in (
         ("ike.sa_lifetime", t.ike.sa_lifetime, prof.ike_lifetime, " seconds"),
         ("ipsec.sa_lifetime", t.ipsec.sa_lifetime, prof.ipsec_lifetime, " seconds"),
         ("ipsec.sa_lifetime_kb", t.ipsec.sa_lifetime_kb, prof.ipsec_lifetime_kb, " KB"),
@@ -149,8 +179,8 @@ def _profile_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
         if bounds is None:
             continue  # no such setting: the lab's default applies
         lo, hi = bounds
-        if value < lo or (hi is not None and value > hi):
-            yield f"{at}.{field}: must be {lo}-{hi}{unit}{prof.where()} (got {value})"
+        if amount < lo or (hi is not None and amount > hi):
+            yield f"{at}.{field}: must be {lo}-{hi}{unit}{prof.where()} (got {amount})"
     most = prof.max_mappings_per_tunnel
     if most is not None and len(t.mappings()) > most:
         yield f"{at}.spd_rules: {len(t.mappings())} mappings; the {prof.name} profile negotiates " \
@@ -230,7 +260,3 @@ def unsupported(spec: LabSpec) -> list[str]:
             found.append(f"tunnels[{i}].ike.encryption: {t.ike.encryption} in IKEv1 is not supported "
                          "by the strongSwan endpoints (no AEAD cipher for an IKEv1 SA; use IKEv2)")
     return found
-
-
-def _documentation(ip: ipaddress.IPv4Address) -> bool:
-    return any(ip in net for net in DOCUMENTATION)

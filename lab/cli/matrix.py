@@ -4,9 +4,14 @@
         --json m.json --junit m.xml --html m.html
     ipsec-lab matrix --resume RESULTS.jsonl                 # continue an interrupted run
     ipsec-lab matrix --shard 1/2 --results s1.jsonl; ipsec-lab report merge s1.jsonl s2.jsonl --html m.html
+    ipsec-lab matrix [SPEC] --customer-config swanctl.conf  # your own config against each case
 
 Without --results the results file goes under the lab's state root (`RESULTS_DIR`, e.g.
 /run/ipsec-lab/matrix_results/), never into the current directory; the run says where.
+
+The runner, the HTML report and the customer-config matrix are imported when a run needs them:
+they load the whole verification stack, which `ipsec-lab --help` and every other command would
+otherwise pay for at start-up.
 
 Exit status: 0 when every case ended as expected, 1 when any did not, 2 on a usage or lab error
 (printed without traceback), 130 when interrupted (the labs are torn down, the results file keeps
@@ -15,103 +20,45 @@ every finished case for --resume).
 
 from __future__ import annotations
 
-import os
+import json
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lab.errors import LabError, read_text
+from lab import profiles
+from lab.backends import choose_backend
+from lab.cli.console import err, out, progress
+from lab.customer import OwnConfig
+from lab.errors import LabError
 from lab.matrix import cases as mc
 from lab.matrix import results as mr
-from lab.matrix.results import CaseResult
-
-out = Console()
-err = Console(stderr=True)
+from lab.matrix.results import RESULTS_DIR, CaseResult, check_results_file, default_results_file
+from lab.matrix.select import select_cases
+from lab.spec import DEFAULT_SPEC, load_spec
 
 _STATUS_STYLE = {"passed-positive": "green", "passed-negative": "green", "unsupported": "blue",
                  "failed": "red", "error": "bold red"}
 
-
-RESULTS_DIR = "matrix_results"  # under lab.state.ROOT; no lab can take the name (labs have no '_')
 RESULTS_HELP = ("Results file (JSON Lines, one case per line, written as cases finish). Default: "
                 f"a new file in {RESULTS_DIR}/ under the lab state root (/run/ipsec-lab, or "
                 "$IPSEC_LAB_STATE), never in the current directory; the run prints where. /run is "
                 "a tmpfs: pass --results to keep them.")
 
-
-def default_results_file() -> Path:
-    """A new results file under the lab's state root (mode 0700 directory)."""
-    from lab import state
-
-    directory = state.ROOT / RESULTS_DIR
-    try:
-        state.ROOT.mkdir(parents=True, exist_ok=True, mode=0o755)
-        directory.mkdir(exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise LabError(f"{directory}: cannot create the default results directory "
-                       f"({exc.strerror}); pass --results FILE") from None
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return directory / f"matrix-results-{stamp}-{os.getpid()}.jsonl"
-
-
-def check_results_file(path: Path, option: str) -> None:
-    """A results file the user gave (--resume, report merge) must be UTF-8 text if it exists."""
-    if path.exists():
-        read_text(path, "matrix results", f"{option} {path}")
-
-
-def resolve_backend(requested: str) -> str:
-    """`auto` prefers docker when its backend is importable and an engine answers, else netns."""
-    if requested not in ("auto", "netns", "docker"):
-        raise LabError(f"--backend: must be netns, docker or auto (got {requested!r})")
-    if requested != "auto":
-        return requested
-    try:
-        import lab.backends.docker  # noqa: F401
-        from lab.engine import engine_client
-
-        return "docker" if engine_client() is not None else "netns"
-    except ImportError:
-        return "netns"
-
-
-def select_cases(strategy: str | None, matrix_file: Path | None, only: Sequence[str],
-                 negatives: bool | None, shard_text: str | None,
-                 profile: str | None = None) -> tuple[list[mc.Case], str]:
-    """The run's cases in their stable order (shard applied) and the strategy's name; the
-    dimensions are the gateway profile's menus (default: Tencent's)."""
-    request = mc.load_matrix_file(matrix_file, profile) if matrix_file else \
-        mc.MatrixRequest(dimensions=mc.default_dimensions(profile))
-    if strategy is not None:
-        if strategy not in mc.STRATEGIES:
-            raise LabError(f"--strategy {strategy!r}; allowed: {', '.join(mc.STRATEGIES)}")
-        request.strategy = strategy
-    if only:
-        request.dimensions = mc.restrict(request.dimensions, mc.parse_restrictions(only), profile)
-    if negatives is not None:
-        request.negatives = negatives
-    elif matrix_file is None:
-        request.negatives = True
-    if request.strategy == "ikev2-125" and only:
-        raise LabError("--only does not apply to --strategy ikev2-125 (a fixed set of 125 cases)")
-    cases = request.cases()
-    if shard_text:
-        k, n = mc.parse_shard(shard_text)
-        cases = mc.shard(cases, k, n)
-    return cases, request.strategy
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the JSON report.")]
+JunitOut = Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML.")]
+HtmlOut = Annotated[Path | None, typer.Option("--html", help="Write the HTML report.")]
 
 
 def write_reports(results: list[CaseResult], meta: dict[str, Any], secrets: Sequence[str],
                   json_path: Path | None, junit_path: Path | None, html_path: Path | None) -> None:
-    from lab.matrix.html import render_html
+    from lab.matrix.html import render_html  # at run time: see the module docstring
 
     for path, text in ((json_path, lambda: mr.to_json(results, meta, secrets)),
                        (junit_path, lambda: mr.to_junit(results, secrets=secrets)),
@@ -119,7 +66,7 @@ def write_reports(results: list[CaseResult], meta: dict[str, Any], secrets: Sequ
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text())
-            err.print(f"[dim]·[/] wrote {path}")
+            progress(f"wrote {path}")
 
 
 def summary_table(results: Sequence[CaseResult]) -> Table:
@@ -149,6 +96,46 @@ def print_summary(results: Sequence[CaseResult]) -> None:
         out.print(f"... and {len(bad) - 20} more (see the JSON/HTML report)")
 
 
+def customer_matrix(cases: list[mc.Case], spec: Path | None, config: Path, secrets: Path | None,
+                    strongswan_conf: Path | None, backend: str, name: str | None,
+                    json_path: Path | None) -> NoReturn:
+    """`matrix --customer-config`: a table of cloud settings x "does your config interoperate,
+    and if not why"; exit 0 when every case interoperates."""
+    from lab.matrix.customer import run_matrix  # at run time: see the module docstring
+
+    OwnConfig.load(config, secrets, strongswan_conf)  # fail early on an unreadable config
+    rows = run_matrix(cases, spec or DEFAULT_SPEC,
+                      lambda: OwnConfig.load(config, secrets, strongswan_conf), backend,
+                      name or "mxcust", lambda m: progress(m, highlight=False))
+    table = Table(title=f"matrix: your {config} against {len(rows)} cloud setting(s)")
+    for column in ("case", "cloud", "interoperates", "why / advice"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r["id"], ", ".join(f"{k}={v}" for k, v in r["cloud"].items()),
+                      "[green]yes[/]" if r["interoperates"] else "[red]no[/]",
+                      "\n".join([r["why"], *r["advice"]]).strip())
+    out.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(rows, indent=2))
+    raise typer.Exit(0 if rows and all(r["interoperates"] for r in rows) else 1)
+
+
+def _base_spec(spec: Path | None, profile: str | None) -> tuple[Path, Any, str]:
+    """The base spec's path, the spec and its profile; `--profile` picks its example spec, and
+    must match the spec given."""
+    try:
+        chosen = profiles.get(profile).name if profile is not None else None
+    except LookupError as exc:
+        raise LabError(f"--profile: {exc}") from None
+    spec_path = spec or (profiles.example_spec(chosen) if chosen else DEFAULT_SPEC)
+    base = load_spec(spec_path)
+    if chosen and base.vpn_gateway.profile != chosen:
+        raise LabError(f"--profile {chosen}: the base spec {spec_path} uses the "
+                       f"{base.vpn_gateway.profile} profile; give a {chosen} spec (e.g. "
+                       f"{profiles.example_spec(chosen)}) or leave out --profile")
+    return spec_path, base, base.vpn_gateway.profile
+
+
 def matrix(
     spec: Annotated[Path | None, typer.Argument(help="Base spec (its first tunnel is the base); "
                                                      "default configs/examples/default.yaml, or "
@@ -172,9 +159,9 @@ def matrix(
     jobs: Annotated[int | None, typer.Option(help="Labs run in parallel (default: CPU cores).",
                                              show_default=False)] = None,
     shard_text: Annotated[str | None, typer.Option("--shard", help="Run slice K of N (K/N).")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report.")] = None,
-    junit_path: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML.")] = None,
-    html_path: Annotated[Path | None, typer.Option("--html", help="Write the HTML report.")] = None,
+    json_path: JsonOut = None,
+    junit_path: JunitOut = None,
+    html_path: HtmlOut = None,
     resume: Annotated[Path | None, typer.Option(help="Results file of an interrupted run: skip "
                                                      "its finished cases and append to it.")] = None,
     results_path: Annotated[Path | None, typer.Option("--results", help=RESULTS_HELP)] = None,
@@ -192,36 +179,22 @@ def matrix(
     customer_strongswan_conf: Annotated[Path | None, typer.Option(help="Your strongswan.conf.")] = None,
 ) -> None:
     """Run the interop matrix: many cloud settings x the customer gateway, verified per case."""
+    from lab.matrix import runner  # at run time: see the module docstring
+
     if customer_config is not None:  # hook (lab.customer): sequential, one lab per case
-        from lab.customer import matrix_command
-
         cases, _ = select_cases(strategy, matrix_file, only or [], False, shard_text)
-        matrix_command(cases[:limit] if limit is not None else cases, spec, customer_config,
-                       customer_secrets, customer_strongswan_conf, resolve_backend(backend), name,
-                       json_path)
-    from lab import profiles
-    from lab.matrix.runner import DEFAULT_SPEC, RunInfo, RunOptions, case_secrets, default_jobs, run_matrix
-    from lab.spec import load_spec
-
-    try:
-        chosen_profile = profiles.get(profile).name if profile is not None else None
-    except LookupError as exc:
-        raise LabError(f"--profile: {exc}") from None
-    spec_path = spec or (profiles.example_spec(chosen_profile) if chosen_profile else DEFAULT_SPEC)
-    base = load_spec(spec_path)
-    if chosen_profile and base.vpn_gateway.profile != chosen_profile:
-        raise LabError(f"--profile {chosen_profile}: the base spec {spec_path} uses the "
-                       f"{base.vpn_gateway.profile} profile; give a {chosen_profile} spec (e.g. "
-                       f"{profiles.example_spec(chosen_profile)}) or leave out --profile")
-    chosen_profile = base.vpn_gateway.profile
+        customer_matrix(cases[:limit] if limit is not None else cases, spec, customer_config,
+                        customer_secrets, customer_strongswan_conf, choose_backend(backend)[0].name,
+                        name, json_path)
+    spec_path, base, chosen_profile = _base_spec(spec, profile)
     if case_timeout <= 0:
         raise LabError("--case-timeout: must be positive")
     if limit is not None and limit < 0:
         raise LabError("--limit: must be 0 or more")
-    jobs = jobs if jobs is not None else default_jobs()
+    jobs = jobs if jobs is not None else runner.default_jobs()
     if jobs < 1:
         raise LabError("--jobs: must be 1 or more")
-    chosen = resolve_backend(backend)
+    chosen = choose_backend(backend)[0].name
     cases, strategy_name = select_cases(strategy, matrix_file, only or [], negatives, shard_text,
                                         chosen_profile)
     if resume is not None and results_path is not None and resume.resolve() != results_path.resolve():
@@ -235,26 +208,25 @@ def matrix(
     pending = [c for c in cases if c.id not in done]
     if limit is not None:
         pending = pending[:limit]
-    secrets = case_secrets(base)
-    err.print(f"[dim]·[/] {len(cases)} case(s) ({strategy_name}"
-              f"{', shard ' + shard_text if shard_text else ''}); {len(done)} already done, "
-              f"{len(pending)} to run on {min(jobs, max(1, len(pending)))} {chosen} lab(s); "
-              f"results in {target}")
+    secrets = runner.case_secrets(base)
+    progress(f"{len(cases)} case(s) ({strategy_name}{', shard ' + shard_text if shard_text else ''}); "
+             f"{len(done)} already done, {len(pending)} to run on "
+             f"{min(jobs, max(1, len(pending)))} {chosen} lab(s); results in {target}")
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    info = RunInfo()
+    info = runner.RunInfo()
     new: list[CaseResult] = []
     failures = [0]
     stop = threading.Event()
     interrupted = False
-    progress = Progress(
+    bar = Progress(
         TextColumn("[bold]matrix[/]"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:.1f} cases/s"), TimeRemainingColumn(),
         TextColumn("[red]{task.fields[failures]} unexpected[/]"),
         console=err, transient=False,
     )
-    with mr.ResultsFile(target, secrets) as sink, progress:
-        task = progress.add_task("matrix", total=len(pending), rate=0.0, failures=0)
+    with mr.ResultsFile(target, secrets) as sink, bar:
+        task = bar.add_task("matrix", total=len(pending), rate=0.0, failures=0)
 
         def on_result(result: CaseResult) -> None:
             result.shard = shard_text
@@ -262,16 +234,15 @@ def matrix(
             new.append(result)
             if not result.passed:
                 failures[0] += 1
-                progress.console.print(f"[red]✗[/] {result.id}: expected {result.expect!r}, got "
-                                       f"{result.outcome!r}", highlight=False)
+                err.print(f"[red]✗[/] {result.id}: expected {result.expect!r}, got "
+                          f"{result.outcome!r}", highlight=False)
             elapsed = max(time.monotonic() - t0, 1e-6)
-            progress.update(task, advance=1, rate=len(new) / elapsed, failures=failures[0])
+            bar.update(task, advance=1, rate=len(new) / elapsed, failures=failures[0])
 
         try:
-            run_matrix(pending, spec_path=spec_path, backend=chosen, jobs=jobs, name_prefix=name,
-                       options=RunOptions(case_timeout=case_timeout, wire_every=wire_every),
-                       on_result=on_result, progress=lambda m: progress.console.print(f"[dim]·[/] {m}"),
-                       stop=stop, info=info)
+            runner.run_matrix(pending, spec_path=spec_path, backend=chosen, jobs=jobs, name_prefix=name,
+                              options=runner.RunOptions(case_timeout=case_timeout, wire_every=wire_every),
+                              on_result=on_result, progress=progress, stop=stop, info=info)
         except KeyboardInterrupt:
             interrupted = True
     duration = time.monotonic() - t0
@@ -309,9 +280,9 @@ def matrix(
 
 def merge_command(
     files: Annotated[list[Path], typer.Argument(help="Results files (JSON Lines) of shards/runs.")],
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report.")] = None,
-    junit_path: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML.")] = None,
-    html_path: Annotated[Path | None, typer.Option("--html", help="Write the HTML report.")] = None,
+    json_path: JsonOut = None,
+    junit_path: JunitOut = None,
+    html_path: HtmlOut = None,
 ) -> None:
     """Join matrix results files (shards, resumed runs) into one report."""
     for path in files:

@@ -1,5 +1,5 @@
 """Commands for real-world inputs: `import` cloud API JSON, `export` it back, `advise` on a
-customer's own strongSwan configuration. Registered on the main app by `register(app)`."""
+customer's own strongSwan configuration."""
 
 from __future__ import annotations
 
@@ -11,25 +11,17 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
+from lab.advise import advise, mss_note
+from lab.cli.console import err, out
+from lab.cloudapi import export_tunnel_with_notes, import_tunnel
 from lab.errors import LabError, read_text
+from lab.files import write_private
+from lab.ipsecconf import load_customer_config
+from lab.spec import load_spec
 
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Spec and JSON files may hold a pre-shared key: create them mode 0600."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(path, 0o600)
-    except OSError as exc:
-        raise LabError(f"{path}: cannot write ({exc.strerror})") from None
 
 
 def _comment(text: str) -> str:
@@ -62,8 +54,6 @@ def import_command(
                        ] = None,
 ) -> None:
     """Turn a tunnel's cloud API JSON into a lab spec, and say what did not come from the JSON."""
-    from lab.cloudapi import import_tunnel
-
     psk = None
     if psk_env:
         if psk_env not in os.environ:
@@ -79,7 +69,7 @@ def import_command(
                      "(mode 0600); --psk-env NAME keeps it out of the file")
     header = _comment(f"Imported by ipsec-lab from {path.name}; notes on values not taken from it:")
     header += "".join(_comment(f" - {n}") for n in notes)
-    _write_private(output, header + yaml.safe_dump(spec, sort_keys=False))
+    write_private(output, header + yaml.safe_dump(spec, sort_keys=False))
     out.print(f"[green]wrote[/] {output}: tunnel {spec['tunnels'][0]['name']}")
     for note in notes:
         out.print(f"  [dim]note[/]: {note}", highlight=False)
@@ -95,9 +85,6 @@ def export_command(
                                                                        "stdout).")] = None,
 ) -> None:
     """Write a spec's tunnel as a CreateVpnConnection request body (JSON)."""
-    from lab.cloudapi import export_tunnel_with_notes
-    from lab.spec import load_spec
-
     # the key itself only with --include-psk: without it an unset env: variable is no error
     body, notes = export_tunnel_with_notes(load_spec(spec, need_keys=include_psk), tunnel,
                                            include_psk=include_psk)
@@ -105,7 +92,7 @@ def export_command(
     if output is None:
         sys.stdout.write(text)
     else:
-        _write_private(output, text)
+        write_private(output, text)
         out.print(f"[green]wrote[/] {output}")
     for note in notes:
         err.print(f"[dim]note[/]: {note}", highlight=False)
@@ -121,14 +108,14 @@ def advise_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Compare a customer's strongSwan configuration with the cloud tunnel, before anything runs."""
-    from lab.advise import advise
-    from lab.ipsecconf import load_customer_config
-    from lab.spec import load_spec
-
-    items = advise(load_spec(spec), load_customer_config(customer_config, secrets), tunnel)
+    loaded = load_spec(spec)
+    config = load_customer_config(customer_config, secrets)
+    items = advise(loaded, config, tunnel)
+    note = mss_note(loaded, tunnel)
     errors = sum(a.severity == "error" for a in items)
     if as_json:
-        out.print_json(json.dumps({"ok": errors == 0, "advice": [a.to_json() for a in items]}))
+        out.print_json(json.dumps({"ok": errors == 0, "advice": [a.to_json() for a in items],
+                                   "notes": [note.to_json(), *config.notes]}))
     elif not items:
         out.print(f"[green]no findings[/]: {customer_config} matches the cloud tunnel")
     else:
@@ -142,6 +129,10 @@ def advise_command(
         warnings = sum(a.severity == "warning" for a in items)
         out.print(f"{errors} error(s), {warnings} warning(s), {len(items) - errors - warnings} "
                   "info")
+    if not as_json:
+        out.print(f"[dim]note[/] (any gateway): {note.message}. Fix: {note.fix}", highlight=False)
+        for text in config.notes:
+            err.print(f"[dim]note[/]: {text}", highlight=False)
     raise typer.Exit(1 if errors else 0)
 
 

@@ -1,0 +1,84 @@
+"""A running lab as every layer sees it: its state, plan, spec, backend and customer side.
+
+Low in the stack (like a model object) so that checks, scenarios, probes and the matrix use a
+lab without importing the orchestrator that brings it up (`lab.lifecycle`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from lab.control import Vici
+from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.backends import Backend, Progress
+    from lab.findings import CheckReport
+    from lab.plan import CustomerPlacement, LabPlan
+    from lab.spec import LabSpec
+    from lab.state import LabState
+
+
+class CustomerSide(Protocol):
+    """What runs on the customer gateway: the lab's own strongSwan config generated from the
+    spec, or the user's own config. `lab.lifecycle` and `lab.check` call only these methods, so
+    another kind of customer gateway is one more implementation (`lab.customer`)."""
+
+    kind: str  # "generated" (the lab's own), "swanctl.conf" or "ipsec.conf" (the user's)
+    notes: list[str]  # what the lab made of the user's files (empty for the lab's own)
+
+    def describe(self) -> str:
+        """One line for reports: what runs on the customer gateway and how it was loaded."""
+        ...
+
+    def fit(self, spec: LabSpec) -> LabSpec:
+        """The spec the lab is planned from (e.g. the IDC ranges a user's config protects)."""
+        ...
+
+    def placement(self) -> CustomerPlacement:
+        """Where the customer gateway sits: with the fitted spec, all the plan is built from
+        (once: a plan is never edited afterwards)."""
+        ...
+
+    def gateway_files(self, rendered: dict[str, str]) -> dict[str, str]:
+        """The customer gateway's directory, given what the lab rendered for it."""
+        ...
+
+    def establish(self, lab: Lab, progress: Progress) -> None:
+        """Load both ends and start the tunnels the way the cloud's negotiation type says."""
+        ...
+
+    def control_plane(self, lab: Lab, report: CheckReport, tunnel: str, rekey: bool) -> None:
+        """Both ends' SAs judged against the spec, as rows of `report`."""
+        ...
+
+    def save(self, state_dir: Path) -> None:
+        """Remember what `attach` needs to rebuild this side for a later command."""
+        ...
+
+
+@dataclass
+class Lab:
+    """A running lab as the checks and scenarios see it."""
+
+    state: LabState
+    plan: LabPlan
+    spec: LabSpec
+    backend: Backend
+    customer: CustomerSide
+    # daemons found connected but silent (frozen, hung), and why: a check asks them nothing more
+    # instead of waiting out a VICI time-out at every step (lab.liveness.silent_daemons)
+    silent: dict[str, str] = field(default_factory=dict)
+
+    def vici(self, node: str) -> Vici:
+        if node in self.silent:
+            raise LabError(self.silent[node])
+        return Vici(self.vici_path(node))
+
+    def vici_path(self, node: str) -> Path:
+        return self.backend.host_dir(self.state.name, node) / "charon.vici"
+
+    def log_path(self, node: str) -> Path:
+        return self.backend.host_dir(self.state.name, node) / "charon.log"
