@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from lab import swanctl
 from lab.errors import LabError, read_text
+from lab.starter import checked as starter_checked
 from lab.swanctl_load import judge as judge_swanctl
 from lab.swanctl_load import read as read_swanctl
 
@@ -535,7 +536,11 @@ def load_customer_config(path: str | Path, secrets_path: str | Path | None = Non
         if secrets is not None:
             attach_secrets(config, secrets)
         return config
-    return parse_ipsec_conf(text, str(path), path.parent, secrets)
+    # ipsec.conf: starter, as on the user's gateway, judges the file before the lab reads it
+    config, notes = starter_checked(path, lambda: parse_ipsec_conf(text, str(path), path.parent,
+                                                                   secrets))
+    config.notes += notes
+    return config
 
 
 def looks_like_swanctl(text: str) -> bool:

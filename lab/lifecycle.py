@@ -188,12 +188,18 @@ def down(name: str = "default", progress: Progress = lambda _: None) -> list[str
         backends.insert(0, labstate.load(name).backend)
     except LabError:
         backends.append("docker")
+    refused: list[LabError] = []
     for backend_name in dict.fromkeys(backends):
         try:
             backend = get_backend(backend_name)
         except ImportError:
             continue
-        done += backend.undeploy(name, progress)
+        try:
+            done += backend.undeploy(name, progress)
+        except LabError as exc:  # the other backend is still cleaned; the state stays for a rerun
+            refused.append(exc)
+    if refused:
+        raise LabError("; ".join(str(e) for e in refused))
     if labstate.lab_dir(name).exists():
         labstate.forget(name)
         done.append(f"removed state directory {labstate.lab_dir(name)}")

@@ -88,12 +88,18 @@ def socket(path: str) -> IPRoute:
 def pids_in(paths: Iterable[str], exclude: Iterable[int] = ()) -> list[int]:
     """Processes whose network namespace is one of `paths`, except `exclude`.
 
-    Found through /proc, so also processes of an orchestrator that was killed."""
+    Found through /proc, so also processes of an orchestrator that was killed. The caller's own
+    namespace and PID 1's are never matched: a stale or wrong path must not reach the host's
+    processes."""
     wanted: set[tuple[int, int]] = set()
     for path in paths:
         with contextlib.suppress(OSError):
             st = os.stat(path)
             wanted.add((st.st_dev, st.st_ino))
+    for host in ("/proc/self/ns/net", "/proc/1/ns/net"):
+        with contextlib.suppress(OSError):
+            st = os.stat(host)
+            wanted.discard((st.st_dev, st.st_ino))
     if not wanted:
         return []
     skip = set(exclude)

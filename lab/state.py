@@ -65,14 +65,17 @@ def create(name: str, backend: str, spec_text: str) -> LabState:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     state = LabState(name=name, backend=backend)
-    # the claim: of two `up`s of one name at once, exactly one creates state.json (O_EXCL)
+    # The claim: of two `up`s of one name at once, exactly one creates state.json. A whole file is
+    # linked into place (link fails on an existing name), so a reader never sees it half-written.
+    draft = directory / f".state.json.{os.getpid()}.claim"
+    write_private(draft, json.dumps(asdict(state), indent=2))
     try:
-        fd = os.open(directory / "state.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.link(draft, directory / "state.json")
     except FileExistsError:
         raise LabError(f"lab {name!r} is already up, or being brought up by another process "
                        f"(ipsec-lab status --name {name}; ipsec-lab down --name {name})") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(asdict(state), indent=2))
+    finally:
+        draft.unlink(missing_ok=True)
     write_private(state.spec_file, spec_text)
     return state
 

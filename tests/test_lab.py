@@ -182,7 +182,7 @@ def test_down_after_the_orchestrator_is_killed(backend):
     try:
         while time.monotonic() < deadline:  # kill it as soon as it has started a daemon
             if state_file.exists() and any(k.startswith("charon:") for k in
-                                           json.loads(state_file.read_text() or "{}")["pids"]):
+                                           json.loads(state_file.read_text() or "{}").get("pids", {})):
                 break
             assert proc.poll() is None, "up finished before it could be killed"
             time.sleep(0.01)

@@ -18,9 +18,9 @@ those would not show here (the customer-config labs negotiate with the translate
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,14 +28,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lab import starter
 from lab.control import Vici, decode
+from lab.customer.own import OwnConfig
 from lab.customer.translate import translate_ipsec_conf
-from lab.ipsecconf import parse_secrets
+from lab.errors import LabError
+from lab.ipsecconf import load_customer_config, parse_secrets
 from lab.timing import patience
 from tests.conftest import EXAMPLES
 
-CACHE = Path("/var/cache/ipsec-lab/starter")
-PACKAGES = ("strongswan-starter", "strongswan-charon")
 PLUGINS = ("random nonce openssl gcrypt aes sha1 sha2 md5 hmac gmp pem pkcs1 pubkey x509 "
            "curve25519 kdf kernel-netlink socket-default stroke vici")
 STRONGSWAN_CONF = """charon {{
@@ -70,20 +71,7 @@ def packages() -> Path:
     """starter and charon of this machine's strongSwan version, unpacked once into the cache."""
     if os.geteuid() != 0:
         pytest.skip("needs root: mount and network namespaces")
-    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libstrongswan"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    root = CACHE / version
-    if not (root / "usr/lib/ipsec/starter").exists():
-        debs = CACHE / f"{version}.debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", *(f"{p}={version}" for p in PACKAGES)],
-                       cwd=debs, check=True, capture_output=True, timeout=300)
-        partial = CACHE / f"{version}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        for deb in debs.glob("*.deb"):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], check=True)
-        partial.rename(root)
-    return root
+    return starter.packages()
 
 
 class Scratch:
@@ -312,3 +300,67 @@ def generated_ipsec_conf(draw) -> str:
 def test_generated_ipsec_confs_mean_the_same_to_starter(packages, tmp_path_factory, text):
     theirs, ours = both_ways(packages, tmp_path_factory.mktemp("gen"), text)
     assert not _diff(theirs, ours), text + "\n".join(_diff(theirs, ours))
+
+
+# -- starter's own words on a file it refuses ---------------------------------------------------
+GOOD = """conn cloud
+  keyexchange=ikev2
+  left=198.51.100.2
+  right=203.0.113.1
+  leftsubnet=192.168.1.0/24
+  rightsubnet=10.0.0.0/16
+  authby=secret
+  auto=add
+"""
+
+
+def _advise(conf: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from lab.cli import main; main()", "advise",
+                           str(EXAMPLES / "default.yaml"), "--customer-config", str(conf)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.integration
+def test_a_file_starter_cannot_start_with_shows_its_words_then_the_labs(packages, tmp_path):
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text(GOOD.replace("  auto=add\n", "  ike aes256\n  auto=add\n"))
+    for load in (load_customer_config, OwnConfig.load):
+        with pytest.raises(LabError) as caught:
+            load(conf)
+        text = str(caught.value)
+        assert text.startswith(f"{conf}: strongSwan's starter cannot start with it; it says:\n")
+        assert f"  {conf}:8: missing value for setting 'ike'" in text  # starter's, file and line
+        assert "\nipsec-lab: " in text.split("missing value", 1)[1]  # then the lab's
+    done = _advise(conf)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "missing value for setting 'ike'" in done.stdout + done.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("line, words", [
+    ("  bogus=5\n", "# unknown keyword 'bogus'"),
+    ("  type=funnel\n", "# bad policy value: type=funnel"),
+    ("  dpdaction=explode\n", "# bad value: dpdaction=explode"),
+])
+def test_what_starter_ignores_is_refused_with_the_line(packages, tmp_path, line, words):
+    """starter goes on without a setting (or a conn) it cannot parse: a gateway would run
+    something else than the file says, so the lab refuses it and points at the line."""
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text(GOOD.replace("  auto=add\n", line + "  auto=add\n"))
+    with pytest.raises(LabError) as caught:
+        load_customer_config(conf)
+    text = str(caught.value)
+    assert text.startswith(f"{conf}: strongSwan's starter ignores parts of it; it says:\n")
+    assert f"  {words}" in text
+    key = line.strip().split("=")[0]
+    assert f"ipsec-lab: {conf}:8: {line.strip()} (" in text, text
+    assert key in text
+
+
+@pytest.mark.integration
+def test_a_file_starter_takes_is_read_without_a_note(packages, tmp_path):
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text(GOOD)
+    config = load_customer_config(conf)
+    assert [c.name for c in config.connections] == ["cloud"] and config.notes == []
+    assert starter.judge(conf) == starter.Verdict()

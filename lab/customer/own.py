@@ -50,6 +50,7 @@ from lab.negotiation import lab_config, mechanism, start_trigger
 from lab.plan import CustomerPlacement
 from lab.ranges import DOCUMENTATION_TEXT, is_documentation
 from lab.spec import LabSpec
+from lab.starter import checked as starter_checked
 from lab.swanctl import parse, shared_secrets
 from lab.swanctl_load import read as read_swanctl
 from lab.timing import patience
@@ -123,8 +124,9 @@ class OwnConfig:
                 secrets_text = _read(sp, "--customer-secrets")
                 parsed = ic.parse_secrets(secrets_text, str(sp), sp.parent)
                 run.files["ipsec.secrets"] = secrets_text
-            run.tree, notes = translate_ipsec_conf(text, str(path), path.parent, parsed)
-            run.notes += notes
+            (run.tree, notes), judged = starter_checked(
+                path, lambda: translate_ipsec_conf(text, str(path), path.parent, parsed))
+            run.notes += judged + notes
             run.files["ipsec.conf"] = text
             run.files["swanctl.conf"] = (f"# Translated by ipsec-lab from {path}"
                                          f"{' and ' + str(secrets) if secrets else ''}\n"

@@ -12,12 +12,14 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import requests
 
 from lab import netlink, processes
 from lab.backends.base import AGENT, Backend, Progress
@@ -253,25 +255,25 @@ class DockerBackend(Backend):
             stopped = processes.stop(netlink.pids_in(spaces, exclude=_container_pids(containers)))
             if stopped:
                 done.append(f"stopped {stopped} host process(es) inside the lab's containers")
+        failed: list[str] = []
         if containers:
             with ThreadPoolExecutor(max_workers=len(containers)) as pool:
-                list(pool.map(lambda c: _remove_container(c), containers))
-            done.append(f"removed {len(containers)} containers")
+                failed += [f for f in pool.map(_remove_container, containers) if f]
+            done.append(f"removed {len(containers) - len(failed)} containers")
             progress(done[-1])
         networks = client.networks.list(filters={"label": f"{LABEL}={name}"})
-        for net in networks:
-            with contextlib.suppress(docker.errors.NotFound):
-                net.remove()
+        failed += [f for f in map(_remove_network, networks) if f]
         if networks:
             done.append(f"removed {len(networks)} networks")
             progress(done[-1])
         volumes = client.volumes.list(filters={"label": f"{LABEL}={name}"})
-        for vol in volumes:
-            with contextlib.suppress(docker.errors.NotFound):
-                vol.remove(force=True)
+        failed += [f for f in map(_remove_volume, volumes) if f]
         if volumes:
             done.append(f"removed {len(volumes)} volumes")
         self._pids.clear()
+        if failed:  # all was tried; what the engine refused is named, and `down` can run again
+            raise LabError(f"lab {name!r}: the Docker engine did not remove all of it: "
+                           + "; ".join(failed) + f" (run `ipsec-lab down --name {name}` again)")
         return done
 
     def leftovers(self, name: str) -> list[str]:
@@ -295,9 +297,45 @@ class DockerBackend(Backend):
         return found - {""}
 
 
-def _remove_container(container: Any) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
-        container.remove(force=True, v=True)
+REMOVE_BUDGET = 60.0  # seconds the engine gets to finish removing one object
+
+
+def _retry(what: str, action: Callable[[], object]) -> str:
+    """Run a removal until it is done or gone; "" on success, else what the engine last said.
+
+    A busy engine answers "removal already in progress" or "has active endpoints" while it is
+    still tearing down: those pass with time, so they are retried within REMOVE_BUDGET."""
+    deadline = time.monotonic() + REMOVE_BUDGET
+    while True:
+        try:
+            action()
+            return ""
+        except docker.errors.NotFound:
+            return ""
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            if time.monotonic() > deadline:
+                return f"{what}: {getattr(exc, 'explanation', None) or exc}"
+        time.sleep(0.5)
+
+
+def _remove_container(container: Any) -> str:
+    return _retry(f"container {container.name}", lambda: container.remove(force=True, v=True))
+
+
+def _remove_volume(volume: Any) -> str:
+    return _retry(f"volume {volume.name}", lambda: volume.remove(force=True))
+
+
+def _remove_network(net: Any) -> str:
+    """A network goes once no endpoint is left on it: any that is, is disconnected first."""
+    def remove() -> None:
+        with contextlib.suppress(docker.errors.APIError):
+            net.reload()
+            for endpoint in (net.attrs.get("Containers") or {}):
+                with contextlib.suppress(docker.errors.APIError):
+                    net.disconnect(endpoint, force=True)
+        net.remove()
+    return _retry(f"network {net.name}", remove)
 
 
 def _container_pids(containers: list[Any]) -> set[int]:
