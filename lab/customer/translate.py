@@ -225,19 +225,11 @@ def _translate_conn(name: str, s: dict[str, ic.Setting], setup: dict[str, str], 
     remote: dict[str, Any] = {"auth": get("rightauth") or auth}
     # an ID of %any is no ID to stroke (the daemon then lists none), so it is none here too
     left = get("left", "%any") or "%any"
-    if get("leftid") == "%any":
-        pass
-    elif get("leftid"):
-        local["id"] = get("leftid")
-    elif _is_ip(left):
-        local["id"] = left  # starter: our ID defaults to our address, as the peer's does
     right = get("right", "%any") or "%any"
-    if get("rightid") == "%any":
-        pass
-    elif get("rightid"):
-        remote["id"] = get("rightid")
-    elif _is_ip(right):
-        remote["id"] = right  # starter: the peer's ID defaults to its address
+    for auth_round, written, address in ((local, get("leftid"), left),
+                                         (remote, get("rightid"), right)):
+        if (identity := _stroke_id(written, address)) is not None:
+            auth_round["id"] = identity
     conn["local"], conn["remote"] = local, remote
     child: dict[str, Any] = {}
     for key, target, proto in (("leftsubnet", "local_ts", "leftprotoport"),
@@ -327,3 +319,11 @@ def merge_strongswan_conf(tree: dict[str, Any], source: str) -> tuple[str, list[
     return text, notes
 
 
+def _stroke_id(written: str | None, address: str) -> str | None:
+    """An end's ID as stroke gives it: the one written (none for %any), else its address when
+    that is an IP (starter's default, on both ends), else none."""
+    if written == "%any":
+        return None
+    if written:
+        return written
+    return address if _is_ip(address) else None
