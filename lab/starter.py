@@ -112,19 +112,26 @@ def _stub(root: Path) -> None:
         charon.chmod(0o755)
 
 
+def sandbox(root: Path, command: list[str], stub: bool = True) -> list[str]:
+    """argv running `command` in mount and network namespaces of its own: a tmpfs on /run
+    (starter's hard-coded paths) and the unpacked /usr/lib/ipsec laid over the host's, with the
+    stub charon on top unless the real one should run."""
+    layers = [f"{root}/stub"] * stub + [f"{root}/usr/lib/ipsec", "/usr/lib/ipsec"]
+    setup = ("mount -t tmpfs tmpfs /run && mount -t overlay overlay -o "
+             f"lowerdir={':'.join(layers)} /usr/lib/ipsec && exec \"$@\"")
+    return ["unshare", "--mount", "--net", "--propagation", "private", "--", "sh", "-c", setup,
+            "sh", *command]
+
+
 def judge(path: Path) -> Verdict:
     """starter's parser over `path` (its includes resolved as on a gateway)."""
     root = packages()
-    setup = ("mount -t tmpfs tmpfs /run && mount -t overlay overlay -o "
-             f"lowerdir={root}/stub:{root}/usr/lib/ipsec:/usr/lib/ipsec /usr/lib/ipsec && "
-             'exec "$@"')
     with tempfile.TemporaryDirectory(prefix="ipsec-lab-starter-") as directory:  # mode 0700
         conf = Path(directory) / "strongswan.conf"
         write_private(conf, STRONGSWAN_CONF)
         try:
             proc = subprocess.Popen(
-                ["unshare", "--mount", "--net", "--propagation", "private", "--", "sh", "-c",
-                 setup, "sh", f"/{STARTER}", "--nofork", "--conf", str(path.resolve())],
+                sandbox(root, [f"/{STARTER}", "--nofork", "--conf", str(path.resolve())]),
                 env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                      "STRONGSWAN_CONF": str(conf)},
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

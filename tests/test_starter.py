@@ -86,12 +86,8 @@ class Scratch:
             (directory / "ipsec.secrets").write_text("")
         command = (["/usr/lib/ipsec/starter", "--nofork", "--conf", str(ipsec_conf)]
                    if ipsec_conf else ["/usr/lib/ipsec/charon"])
-        setup = ("mount -t tmpfs tmpfs /run && mount -t overlay overlay -o "
-                 f"lowerdir={packages}/usr/lib/ipsec:/usr/lib/ipsec /usr/lib/ipsec && "
-                 'exec "$@"')
         self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--net", "--propagation", "private", "--", "sh", "-c", setup,
-             "sh", *command],
+            starter.sandbox(packages, command, stub=False),
             env={**os.environ, "STRONGSWAN_CONF": str(directory / "strongswan.conf")},
             stdout=(directory / "stdout").open("w"), stderr=subprocess.STDOUT,
             start_new_session=True)
