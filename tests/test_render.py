@@ -142,17 +142,33 @@ def test_ikev2_retransmit_in_strongswan_conf():
 
 
 def test_a_time_scale_scales_the_retransmits_a_reauthentication_must_fit_into():
-    """IKEv1 at --time-scale 0.1: IKE_SA 6 s, over_time 1 s; strongSwan's first retransmit after
-    4 s would let one lost Main Mode packet take the SA and its CHILD_SAs down."""
+    """IKEv1 at --time-scale 0.1: IKE_SA 6 s, a tenth of it 1 s; strongSwan's first retransmit
+    after 4 s would let one lost Main Mode packet take the SA and its CHILD_SAs down."""
     plan = build_plan(parse_spec(spec(ike={"version": "v1", "sa_lifetime": 60})), "t", LIBIPSEC,
                       time_scale=0.1)
     for gw in plan.gateways:
         assert gw.retransmit == (0.5, 1.8, 5)
-        over = gw.connections[0].ike_over_time
-        assert over == 1 and gw.retransmit[0] < over
+    cloud = plan.gateways[0].connections[0]
+    assert (cloud.ike_rekey_time, cloud.ike_over_time) == (5, 3)
+    assert plan.gateways[0].retransmit[0] < cloud.ike_over_time
     for gw in plan.gateways:
         conf = render_gateway(plan, gw, f"/run/x/{gw.node}")["strongswan.conf"]
         assert "retransmit_timeout = 0.5" in conf and "retransmit_tries = 5" in conf
+
+
+def test_a_time_scale_keeps_a_margin_a_renegotiation_fits_into():
+    """Scaled lifetimes keep 3 s between the rekey and the hard end, and the start's spread stays
+    the scaled tenth: a 6 s IKE_SA rekeys at 4-5 s and ends at 8 s, not at 6 s."""
+    plan = build_plan(parse_spec(spec(ike={"version": "v2", "sa_lifetime": 60},
+                                      ipsec={"sa_lifetime": 180})), "t", LIBIPSEC, time_scale=0.1)
+    c = plan.gateways[0].connections[0]
+    assert (c.ike_rekey_time, c.ike_over_time, c.ike_rand_time) == (5, 3, 1)
+    assert (c.child_rekey_time, c.child_life_time, c.child_rand_time) == (16, 19, 2)
+    conf = render_gateway(plan, plan.gateways[0], "/run/x/vpngw")["swanctl.conf"]
+    assert "over_time = 3s" in conf and "rand_time = 1s" in conf and "rand_time = 2s" in conf
+    unscaled = build_plan(parse_spec(spec()), "t", LIBIPSEC).gateways[0]
+    assert unscaled.connections[0].ike_rand_time is None
+    assert "rand_time" not in render_gateway(plan, unscaled, "/run/x/vpngw")["swanctl.conf"]
 
 
 def test_lab_refuses_sm4_with_a_clear_message():

@@ -84,7 +84,8 @@ def _experiment(lab: Lab, result: ScenarioResult, rekeys: int) -> None:
     stream = Stream(lab, size=VOLUME_PADDING if by_volume else 0)
     wire = WireWatch(lab, [stream.prefix])
     try:
-        with EventRecorder(lab, ["child-rekey", "ike-rekey"]) as rec:
+        # the up/down events too: when no rekey happens they say what did instead
+        with EventRecorder(lab, ["child-rekey", "ike-rekey", "ike-updown", "child-updown"]) as rec:
             stream.start()
             # enough stream for `rekeys` CHILD_SA rekeys, bounded: by time, the rekey time; by
             # volume, the rekey bytes at the rate the SA counts them (a slow machine's stream
@@ -112,7 +113,8 @@ def _experiment(lab: Lab, result: ScenarioResult, rekeys: int) -> None:
     children = [e for e in events if e.kind == "child-rekey"]
     ikes = [e for e in events if e.kind == "ike-rekey"]
     result.verdict(f"at least {rekeys} CHILD_SA rekeys happened", len(children) >= rekeys,
-                   f"{len(children)} CHILD_SA and {len(ikes)} IKE_SA rekeys in {budget:.0f} s budget")
+                   f"{len(children)} CHILD_SA and {len(ikes)} IKE_SA rekeys in {budget:.0f} s budget"
+                   + _downs(events, flow.started))
     rows = []
     for e in sorted(children + ikes, key=lambda e: e.time):
         old, new = _old_new(e)
@@ -140,6 +142,17 @@ def _experiment(lab: Lab, result: ScenarioResult, rekeys: int) -> None:
     result.verdict("no duplicated packets", dup == 0, f"{dup} duplicated")
     result.attach_stream(flow)
     result.attach_events(events, flow.started)
+
+
+def _downs(events: list[Event], started: float) -> str:
+    """What went down instead of rekeying (an SA at its hard lifetime, a failed negotiation)."""
+    said = []
+    for kind, what in (("ike-updown", "IKE_SA"), ("child-updown", "CHILD_SA")):
+        at = [round(e.time - started, 1) for e in events if e.kind == kind and e.up is False]
+        if at:
+            said.append(f"{what} down {len(at)}x (t={', '.join(f'{t:g}' for t in at[:6])}"
+                        f"{', ...' if len(at) > 6 else ''} s)")
+    return "; " + "; ".join(said) if said else ""
 
 
 def _child_rekeys(rec: EventRecorder, node: str) -> list[Event]:
