@@ -53,8 +53,9 @@ DESCRIBE_ONLY = {
 KNOWN = {
     "VpnConnectionName", "PreShareKey", SPD, SPD_DESCRIBED, "RouteType", "NegotiationType",
     "DpdEnable", "DpdTimeout", "DpdAction", "EnableHealthCheck", "HealthCheckLocalIp",
-    "HealthCheckRemoteIp", "HealthCheckConfig", IKE, IPSEC,
+    "HealthCheckRemoteIp", "HealthCheckConfig", IKE, IPSEC, "Route",
 }
+ROUTE_PRIORITIES = ("0", "100")  # CreateVpnConnRoute.Priority: the API's only two values
 
 
 def _reverse(table: dict[str, str]) -> dict[str, str]:
@@ -173,14 +174,28 @@ def select_connection(data: Any, connection: str | None = None) -> tuple[dict[st
         raise LabError("API JSON: neither a CreateVpnConnection body nor a DescribeVpnConnections "
                        "response (no VpnConnectionName, VpnConnectionSet or "
                        "IKEOptionsSpecification)")
-    if "VpnConnectionId" in body and not {"VpnGatewayId", "CustomerGatewayId", "VpcId"} & set(body):
-        raise LabError("API JSON: a VpnConnectionId without VpnGatewayId, CustomerGatewayId or VpcId "
-                       "is a ModifyVpnConnectionAttribute body: a change to an existing "
-                       "connection, not the connection; import the connection itself (its "
-                       "CreateVpnConnection body or DescribeVpnConnections output) and apply the "
-                       "change to the spec")
+    if modification_body(body) is not None:
+        raise LabError("API JSON: a VpnConnectionId without VpnGatewayId or VpcId is a "
+                       "ModifyVpnConnectionAttribute body: a change to an existing connection, "
+                       "not the connection; apply it to the connection's spec with "
+                       "`import --onto SPEC`, or import the connection itself (its "
+                       "CreateVpnConnection body or DescribeVpnConnections output)")
     kind = "VpnConnection" if "VpnConnectionId" in body else "CreateVpnConnection"
     return body, kind
+
+
+def modification_body(data: Any) -> dict[str, Any] | None:
+    """The body if `data` is a ModifyVpnConnectionAttribute request, else None.
+
+    Such a body names the connection by VpnConnectionId and carries only what changes; a
+    connection (created or described) also carries its VpnGatewayId or VpcId. A modification
+    may carry CustomerGatewayId (gateways of version 4.0 and later move a tunnel to another).
+    """
+    if not isinstance(data, dict) or "VpnConnectionSet" in data or "Response" in data:
+        return None
+    if "VpnConnectionId" in data and not {"VpnGatewayId", "VpcId"} & set(data):
+        return data
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,10 +366,12 @@ def import_tunnel(
     idc_cidrs: list[str] | None = None,
     psk: str | None = None,
     source: str = "API JSON",
+    need_keys: bool = True,
 ) -> tuple[dict[str, Any], list[str]]:
     """The spec (plain data, validated by parse_spec) of one VPN connection, and notes.
 
     `psk` (e.g. `env:NAME`) replaces the JSON's PreShareKey; without either the import fails.
+    `need_keys=False` accepts an `env:` key whose variable is unset (as `parse_spec`).
     Raises SpecInvalid (a LabError) naming API fields for values outside the API's menus/ranges.
     """
     entry, where = select_connection(data, connection)
@@ -439,6 +456,7 @@ def import_tunnel(
                      "destination-route tunnel, routes from --idc-cidr")
         rules = []
 
+    route = _route(entry, r, mode, notes)
     negotiation = r.menu(entry, "NegotiationType", NEGOTIATION, "active")
     dpd = {
         # the API's default is 0 (DPD off); a hand-written spec follows the console's (on)
@@ -533,19 +551,23 @@ def import_tunnel(
         notes.append(f"vpn_gateway.vpc_cidr: {vpc} is a lab default (a VPN connection does not "
                      "carry its VPC's CIDR); pass --vpc-cidr to set it")
     idc = [str(_cidr_option(c, "--idc-cidr")) for c in idc_cidrs or []]
-    routes = []
     if idc:
         notes.append(f"customer_gateway.idc_cidrs: {', '.join(idc)} from --idc-cidr")
+    if route and route not in idc:
+        idc.append(route)
+        notes.append(f"customer_gateway.idc_cidrs: {route} from Route.DestinationCidrBlock")
+    routes = []
+    if idc:
         if mode == "destination-route":
             routes = [{"destination": c, "tunnel": name} for c in idc]
-            notes.append("vpn_gateway.routes: one route per --idc-cidr to this tunnel (routes are "
-                         "set with CreateVpnGatewayRoutes, not in the VPN connection)")
+            notes.append("vpn_gateway.routes: one route per IDC range to this tunnel (further "
+                         "routes are set with CreateVpnGatewayRoutes, not in the VPN connection)")
     elif mode == "spd-policy":
         notes.append("customer_gateway.idc_cidrs: not set; the lab's IDC host uses the SPD rules' "
                      "RemoteCidrBlock ranges (pass --idc-cidr to add more)")
     else:
         notes.append("customer_gateway.idc_cidrs: none; a StaticRoute tunnel's IDC ranges live in "
-                     "the gateway's route table, not in the JSON: pass --idc-cidr")
+                     "the gateway's route table, and the JSON has no Route: pass --idc-cidr")
 
     tunnel: dict[str, Any] = {
         "name": name,
@@ -562,7 +584,7 @@ def import_tunnel(
     spec = {"vpn_gateway": {"public_ip": str(gw_ip), "vpc_cidr": vpc, "routes": routes},
             "tunnels": [tunnel]}
     try:
-        parse_spec(spec, source)
+        parse_spec(spec, source, need_keys=need_keys)
     except SpecInvalid as exc:
         raise SpecInvalid(source, [api_terms(p) for p in exc.problems]) from None
     return spec, notes
@@ -574,6 +596,45 @@ def _cidr_option(value: str, option: str) -> ipaddress.IPv4Network:
     except ValueError:
         raise LabError(f"{option}: must be an IPv4 CIDR block such as 10.0.0.0/16 "
                        f"(got {value!r})") from None
+
+
+def _route(entry: dict, r: _Reader, mode: str, notes: list[str]) -> str | None:
+    """The destination of CreateVpnConnection's `Route` (a CreateVpnConnRoute object).
+
+    A StaticRoute tunnel's traffic is chosen by the route table; `Route` is the one entry the
+    API lets the create call add. The lab's route table has no priorities, so Priority is
+    checked against the API's values and noted, not modelled.
+    """
+    raw = entry.get("Route")
+    if raw is None or raw == {} or raw == "":
+        return None
+    if not isinstance(raw, dict):
+        r.problems.append("Route: must be an object {DestinationCidrBlock, Priority, Description} "
+                          "(CreateVpnConnRoute)")
+        return None
+    if mode != "destination-route":
+        r.problems.append("Route: only a StaticRoute tunnel takes a route; a Policy tunnel's "
+                          f"traffic is chosen by its {SPD}")
+    dest = raw.get("DestinationCidrBlock")
+    cidr = r.cidr(dest, "Route.DestinationCidrBlock") if dest not in (None, "") else None
+    if dest in (None, ""):
+        r.problems.append("Route.DestinationCidrBlock: required (the IDC range the route leads "
+                          "to this tunnel)")
+    priority = raw.get("Priority")
+    if priority not in (None, "") and str(priority).strip() not in ROUTE_PRIORITIES:
+        r.problems.append(f"Route.Priority: must be 0 or 100 (got {plain(priority)!r})")
+    elif cidr:
+        notes.append(f"vpn_gateway.routes: {cidr} from Route.DestinationCidrBlock"
+                     + (f"; Priority {plain(priority)} is not modelled (the lab's route table has "
+                        "no priorities, and one tunnel's route has no rival)"
+                        if priority not in (None, "") else ""))
+    unknown = sorted(plain(k) for k in raw if k not in ("DestinationCidrBlock", "Priority",
+                                                         "Description"))
+    if unknown:
+        notes.append("Route: ignored unknown fields: " + ", ".join(unknown))
+    if raw.get("Description"):
+        notes.append("Route.Description: not kept (the spec has no place for a route's remark)")
+    return cidr
 
 
 def _health(entry: dict, r: _Reader, notes: list[str]) -> dict[str, Any]:
@@ -701,9 +762,12 @@ def export_tunnel_with_notes(spec: LabSpec | dict, tunnel_name: str | None = Non
     if t.communication_mode == "spd-policy":
         body[SPD] = [{"LocalCidrBlock": str(lo), "RemoteCidrBlock": [str(p) for p in rule.peer]}
                      for rule in t.spd_rules for lo in rule.local]
-    elif spec.vpn_gateway.routes:
-        notes.append("vpn_gateway.routes: not part of a VPN connection; set them with "
-                     "CreateVpnGatewayRoutes")
+    elif routes := spec.routes_of(t):
+        # CreateVpnConnection takes one route (a CreateVpnConnRoute object); import reads it back
+        body["Route"] = {"DestinationCidrBlock": str(routes[0])}
+        if len(routes) > 1:
+            notes.append("vpn_gateway.routes: Route holds the first of this tunnel's routes; add "
+                         + ", ".join(str(r) for r in routes[1:]) + " with CreateVpnGatewayRoutes")
     body |= {
         "DpdEnable": 1 if t.dpd.enabled else 0,
         "DpdTimeout": str(t.dpd.timeout),

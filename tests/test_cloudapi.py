@@ -334,3 +334,58 @@ def test_a_modify_vpn_connection_attribute_body_is_refused_clearly():
     with pytest.raises(LabError) as exc:
         import_tunnel(modify)
     assert "is a ModifyVpnConnectionAttribute body: a change to an existing connection" in str(exc.value)
+
+
+# -- CreateVpnConnection's Route (a CreateVpnConnRoute object) --------------------------------------
+def test_a_static_route_tunnel_s_route_becomes_its_route_and_idc_range():
+    spec, notes = import_tunnel(_body(RouteType="StaticRoute", SecurityPolicyDatabases=None,
+                                      Route={"DestinationCidrBlock": "192.168.60.0/24",
+                                             "Priority": 100, "Description": "hq"}))
+    assert spec["vpn_gateway"]["routes"] == [{"destination": "192.168.60.0/24", "tunnel": "branch"}]
+    assert spec["tunnels"][0]["customer_gateway"]["idc_cidrs"] == ["192.168.60.0/24"]
+    assert any("Priority 100 is not modelled" in n for n in notes)
+    assert any(n.startswith("Route.Description: not kept") for n in notes)
+
+
+def test_a_route_and_the_same_idc_option_give_one_route():
+    spec, _ = import_tunnel(_body(RouteType="StaticRoute", SecurityPolicyDatabases=None,
+                                  Route={"DestinationCidrBlock": "192.168.60.0/24"}),
+                            idc_cidrs=["192.168.60.0/24", "192.168.61.0/24"])
+    assert [r["destination"] for r in spec["vpn_gateway"]["routes"]] == [
+        "192.168.60.0/24", "192.168.61.0/24"]
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"Route": {"DestinationCidrBlock": "192.168.60.0/24", "Priority": 5}},
+     "Route.Priority: must be 0 or 100"),
+    ({"Route": {"Priority": 0}}, "Route.DestinationCidrBlock: required"),
+    ({"Route": {"DestinationCidrBlock": "192.168.600.0/24"}},
+     "Route.DestinationCidrBlock: must be an IPv4 CIDR block"),
+    ({"Route": ["192.168.60.0/24"]}, "Route: must be an object"),
+])
+def test_bad_routes_name_the_field(fields, message):
+    with pytest.raises(SpecInvalid) as exc:
+        import_tunnel(_body(RouteType="StaticRoute", SecurityPolicyDatabases=None, **fields))
+    assert message in str(exc.value)
+
+
+def test_a_policy_tunnel_takes_no_route():
+    with pytest.raises(SpecInvalid, match="Route: only a StaticRoute tunnel takes a route"):
+        import_tunnel(_body(Route={"DestinationCidrBlock": "192.168.60.0/24"}))
+
+
+def test_export_writes_the_first_route_and_import_reads_it_back():
+    from lab.spec import load_spec
+
+    spec = load_spec(EXAMPLES / "destination-route-mixed.yaml")
+    body, notes = export_tunnel_with_notes(spec, "tunnel-route", include_psk=True)
+    assert body["Route"] == {"DestinationCidrBlock": "172.16.10.0/24"}
+    assert any("add 172.16.20.0/24 with CreateVpnGatewayRoutes" in n for n in notes)
+    again, _ = import_tunnel(body)
+    assert again["vpn_gateway"]["routes"] == [{"destination": "172.16.10.0/24",
+                                               "tunnel": "tunnel-route"}]
+
+
+def test_a_modification_with_a_customer_gateway_id_is_still_a_modification():
+    with pytest.raises(LabError, match="import --onto SPEC"):
+        import_tunnel({"VpnConnectionId": "vpnx-1", "CustomerGatewayId": "cgw-2", "DpdTimeout": "40"})

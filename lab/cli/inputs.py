@@ -15,8 +15,9 @@ from rich.table import Table
 
 from lab.advise import advise, mss_note
 from lab.cli.console import err, out
-from lab.cloudapi import export_tunnel_with_notes, import_tunnel
-from lab.errors import LabError, read_text
+from lab.cloudapi import export_tunnel_with_notes, import_tunnel, modification_body
+from lab.cloudmodify import apply_modification
+from lab.errors import LabError, read_text, read_yaml
 from lab.files import write_private
 from lab.ipsecconf import load_customer_config
 from lab.spec import load_spec
@@ -52,6 +53,10 @@ def import_command(
     psk_env: Annotated[str | None, typer.Option(help="Environment variable holding the pre-shared "
                                                      "key; the spec keeps env:NAME, not the key.")
                        ] = None,
+    onto: Annotated[Path | None, typer.Option(help="Apply a ModifyVpnConnectionAttribute body to "
+                                                   "this spec (written to --output).")] = None,
+    tunnel: Annotated[str | None, typer.Option(help="With --onto: the spec's tunnel the body "
+                                                    "modifies (when it has several).")] = None,
 ) -> None:
     """Turn a tunnel's cloud API JSON into a lab spec, and say what did not come from the JSON."""
     psk = None
@@ -59,6 +64,18 @@ def import_command(
         if psk_env not in os.environ:
             raise LabError(f"--psk-env: environment variable {psk_env} is not set")
         psk = f"env:{psk_env}"
+    if onto is not None:
+        given = [name for name, value in (
+            ("--connection", connection), ("--vpn-gateway-ip", vpn_gateway_ip),
+            ("--customer-gateway-ip", customer_gateway_ip), ("--vpc-cidr", vpc_cidr),
+            ("--idc-cidr", idc_cidr)) if value]
+        if given:
+            raise LabError(f"{given[0]}: not with --onto (the spec keeps its own addresses and "
+                           "ranges; a modification changes only what the API lets it change)")
+        _modify(path, onto, output, tunnel, psk)
+        return
+    if tunnel is not None:
+        raise LabError("--tunnel: only with --onto (an import writes a new spec of one tunnel)")
     spec, notes = import_tunnel(
         _read_json(path), connection=connection, vpn_gateway_ip=vpn_gateway_ip,
         vpc_cidr=vpc_cidr, customer_gateway_ip=customer_gateway_ip, idc_cidrs=idc_cidr, psk=psk,
@@ -73,6 +90,30 @@ def import_command(
     out.print(f"[green]wrote[/] {output}: tunnel {spec['tunnels'][0]['name']}")
     for note in notes:
         out.print(f"  [dim]note[/]: {note}", highlight=False)
+
+
+def _modify(path: Path, onto: Path, output: Path, tunnel: str | None, psk: str | None) -> None:
+    """`import --onto`: the spec with a ModifyVpnConnectionAttribute body's changes."""
+    data = _read_json(path)
+    spec, notes = apply_modification(data, _spec_data(onto), tunnel=tunnel, psk=psk,
+                                     source=str(path), spec_source=str(onto))
+    if psk is None and (modification_body(data) or {}).get("PreShareKey"):
+        notes.append(f"pre_shared_key: taken from the JSON's PreShareKey and written into {output} "
+                     "(mode 0600); --psk-env NAME keeps it out of the file")
+    header = _comment(f"{onto.name} with {path.name} applied by ipsec-lab (the original file's "
+                      "comments are not kept):")
+    header += "".join(_comment(f" - {n}") for n in notes)
+    write_private(output, header + yaml.safe_dump(spec, sort_keys=False))
+    out.print(f"[green]wrote[/] {output}")
+    for note in notes:
+        out.print(f"  [dim]note[/]: {note}", highlight=False)
+
+
+def _spec_data(path: Path) -> dict:
+    data = read_yaml(path, "spec")
+    if not isinstance(data, dict) or not isinstance(data.get("tunnels"), list):
+        raise LabError(f"{path}: a spec is a mapping with a list of tunnels")
+    return data
 
 
 def export_command(
