@@ -6,6 +6,7 @@ Bodies are written here from the vpc 2017-03-12 model of ModifyVpnConnectionAttr
 from __future__ import annotations
 
 import copy
+import json
 import os
 import stat
 
@@ -136,8 +137,8 @@ def test_a_whole_connection_is_not_a_modification():
 
 def test_the_command_writes_a_private_spec_and_refuses_options_it_would_ignore(tmp_path):
     body = tmp_path / "modify.json"
-    body.write_text('{"VpnConnectionId": "%s", "DpdTimeout": "40", "PreShareKey": "k-long-key-1"}'
-                    % CONN)
+    body.write_text(json.dumps({"VpnConnectionId": CONN, "DpdTimeout": "40",
+                                "PreShareKey": "k-long-key-1"}))
     out = tmp_path / "changed.yaml"
     runner = CliRunner()
     result = runner.invoke(app, ["import", str(body), "--onto", str(EXAMPLES / "default.yaml"),
