@@ -63,13 +63,18 @@ def _include(pattern: str, source: str, number: int, base: Path | None,
                        "includes can be resolved")
     if depth >= MAX_INCLUDE_DEPTH:
         raise LabError(f"{source}:{number}: include nesting deeper than {MAX_INCLUDE_DEPTH}")
-    path = Path(pattern)
     merged: dict[str, Any] = {}
-    for match in sorted(glob.glob(str(path if path.is_absolute() else base / path))):
-        included = Path(match)
-        text = read_text(included, "the included file", f"{source}:{number}: include {match}")
+    for included in include_paths(pattern, base):
+        text = read_text(included, "the included file", f"{source}:{number}: include {included}")
         _merge(merged, parse(text, str(included), included.parent, depth + 1))
     return merged
+
+
+def include_paths(pattern: str, base: Path) -> list[Path]:
+    """The files an `include` line names, as strongSwan finds them: a glob, relative to the
+    including file's directory unless absolute, in sorted order."""
+    path = Path(pattern)
+    return [Path(m) for m in sorted(glob.glob(str(path if path.is_absolute() else base / path)))]
 
 
 def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:

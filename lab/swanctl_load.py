@@ -14,7 +14,6 @@ they are loaded into (`up`), or, before any lab runs (`advise`), by a scratch da
 from __future__ import annotations
 
 import contextlib
-import glob
 import re
 import socket
 import struct
@@ -29,6 +28,7 @@ from vici.protocol import FiniteStream, Message, Packet
 
 from lab import scratch
 from lab.errors import LabError
+from lab.swanctl import include_paths
 from lab.timing import patience
 
 SWANCTL_TIMEOUT = patience(30.0)
@@ -86,10 +86,7 @@ def _included(path: Path, depth: int = 0) -> list[str]:
         return []
     out = []
     for match in INCLUDE.finditer(raw.decode("utf-8", "replace")):
-        pattern = Path(match.group(1))
-        for name in sorted(glob.glob(str(pattern if pattern.is_absolute() else
-                                         path.parent / pattern))):
-            included = Path(name)
+        for included in include_paths(match.group(1), path.parent):
             try:
                 included.read_bytes().decode("utf-8")
                 out.append(str(included))
