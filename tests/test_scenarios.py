@@ -247,3 +247,22 @@ def test_cli_failover_checks_the_health_check_ranges() -> None:
     result = CliRunner().invoke(app, ["scenario", "failover", "--threshold", "9"])
     assert isinstance(result.exception, LabError)
     assert "--threshold: the cloud's health check takes 3-8 (got 9)" in str(result.exception)
+
+
+def test_event_labels_close_in_time_get_rows_of_their_own():
+    """Both gateways declaring the peer dead 0.1 s apart: two labels, two rows; a later mark
+    far to the right goes back to the first row (the HTML timeline's layout)."""
+    import re
+
+    from lab.scenarios.report import mark_labels
+
+    marks = [(29.6, "vpngw declares peer dead"), (29.7, "cgw1 declares peer dead"),
+             (29.8, "cut restored"), (80.0, "traffic back")]
+    laid = mark_labels(marks, 0.5, 200)
+    assert [m["row"] for m in laid] == [0, 1, 2, 0]
+    r = ScenarioResult("dpd", "IKEv2 DPD 30 s disconnect", "netns", "libipsec", 1.0)
+    r.timeline = {"t0": 0.0, "step": 0.5, "series": {"vpc->idc udp": [50] * 200},
+                  "marks": marks}
+    html = to_html([r])
+    ys = [float(y) for y in re.findall(r'<text class="mark-label" x="[\d.]+" y="([\d.]+)"', html)]
+    assert len(ys) == 4 and len(set(ys[:3])) == 3 and ys[3] == ys[0]

@@ -83,8 +83,40 @@ def to_junit(results: list[ScenarioResult]) -> str:
     return ET.tostring(suites, encoding="unicode")
 
 
+CHART_WIDTH, CHART_LEFT = 900, 150  # px of the timeline's bars, and of the lane names left of them
+LABEL_CHAR, LABEL_ROW = 5.6, 11  # px per character of a 10 px label, px per row of labels
+
+
+def mark_labels(marks: list[tuple[float, str]], step: float, bins: int) -> list[dict[str, Any]]:
+    """Each event mark's x and the label row it goes in: the lowest row where it overlaps no
+    label before it (marks 0.1 s apart, such as both gateways declaring the peer dead, would
+    otherwise print over each other)."""
+    px = CHART_WIDTH / max(bins, 1)
+    row_ends: list[float] = []
+    out = []
+    for t, label in sorted(marks):
+        x = CHART_LEFT + t / step * px
+        text = f"{label} ({t:.1f} s)"
+        row = next((i for i, end in enumerate(row_ends) if end < x), len(row_ends))
+        end = x + 2 + len(text) * LABEL_CHAR + 4
+        if row == len(row_ends):
+            row_ends.append(end)
+        else:
+            row_ends[row] = end
+        out.append({"x": round(x, 1), "row": row, "text": text})
+    return out
+
+
 def to_html(results: list[ScenarioResult]) -> str:
-    return report_environment().get_template("scenario.html.j2").render(results=results)
+    labels = []  # per result: its marks laid out, and the height of the label rows above the bars
+    for r in results:
+        series = r.timeline.get("series", {}) if r.timeline else {}
+        bins = max((len(b) for b in series.values()), default=1)
+        marks = mark_labels(r.timeline.get("marks", []), r.timeline.get("step", 1.0), bins) \
+            if r.timeline else []
+        labels.append((marks, 10 + LABEL_ROW * max([1] + [m["row"] + 1 for m in marks])))
+    return report_environment().get_template("scenario.html.j2").render(
+        results=results, labels=labels, width=CHART_WIDTH, left=CHART_LEFT, label_row=LABEL_ROW)
 
 
 def write_outputs(results: list[ScenarioResult], json_path: Path | None, junit_path: Path | None,
