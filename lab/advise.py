@@ -601,7 +601,8 @@ def _lifetimes(out: _Collector, at: str, t: Tunnel, conn: CustomerConnection) ->
 # the cipher's block (at most block - 1) + pad length/next header 2 + ICV; NAT-T adds UDP 8.
 _ESP_IV_BLOCK = {"AES-128": (16, 16), "AES-192": (16, 16), "AES-256": (16, 16), "3DES": (8, 8),
                  "DES": (8, 8), "SM4": (16, 16), "AES-128-GCM-16": (8, 4),
-                 "AES-256-GCM-16": (8, 4)}
+                 "AES-192-GCM-16": (8, 4), "AES-256-GCM-16": (8, 4),
+                 "NULL": (0, 4)}  # ESP NULL: no IV, padding to ESP's own 4-byte alignment
 _ESP_ICV = {"MD5": 12, "SHA1": 12, "SHA256": 16, "SHA384": 24, "SHA512": 32, "SM3": 16}
 INTERNET_MTU = 1500
 NAT_T_UDP = 8

@@ -264,6 +264,7 @@ def capture(args: argparse.Namespace) -> None:
     counts: dict[str, int] = {}
     other: list[str] = []
     leaked: list[str] = []
+    readable: list[str] = []  # a marker inside ESP: ESP NULL (integrity only) carries it readable
     first: dict[str, float] = {}
     flows: dict[str, int] = {}
 
@@ -279,13 +280,14 @@ def capture(args: argparse.Namespace) -> None:
         first.setdefault(flow, pkt.time)
         flows[flow] = flows.get(flow, 0) + 1
         if prefix in bytes(pkt):
-            leaked.append(pkt.summary())
+            (readable if key in ESP_KINDS else leaked).append(pkt.summary())
 
     sniffer = _start(AsyncSniffer, iface=args.iface, prn=seen)
     _emit({"ready": True})
     sys.stdin.read()  # the orchestrator closes stdin to stop the capture
     _stop(sniffer)
-    _emit({"counts": counts, "other": other, "leaked": leaked[:50], "flows": flows,
+    _emit({"counts": counts, "other": other, "leaked": leaked[:50], "readable": readable[:50],
+           "flows": flows,
            "first": {k: float(v) for k, v in first.items()}})
 
 
@@ -296,7 +298,8 @@ def serve(args: argparse.Namespace) -> None:
     AsyncSniffer, _, IP, UDP, ICMP, Raw = _scapy()
     lock = threading.Condition()
     echoed: set[str] = set()
-    seg: dict = {"armed": False, "prefix": b"", "counts": {}, "other": [], "leaked": []}
+    seg: dict = {"armed": False, "prefix": b"", "counts": {}, "other": [], "leaked": [],
+                 "readable": []}
     echo_prefix = [b""]
 
     def on_echo(pkt) -> None:
@@ -313,11 +316,12 @@ def serve(args: argparse.Namespace) -> None:
         key = wire_kind(pkt, IP, UDP)
         if key == "other" and len(seg["other"]) < 20:
             seg["other"].append(pkt.summary())
-        leaked = seg["prefix"] and seg["prefix"] in bytes(pkt)
+        marked = seg["prefix"] and seg["prefix"] in bytes(pkt)
+        found = seg["readable"] if key in ESP_KINDS else seg["leaked"]  # see capture()
         with lock:
             seg["counts"][key] = seg["counts"].get(key, 0) + 1
-            if leaked and len(seg["leaked"]) < 20:
-                seg["leaked"].append(pkt.summary())
+            if marked and len(found) < 20:
+                found.append(pkt.summary())
             lock.notify_all()
 
     sniffers = []
@@ -350,7 +354,8 @@ def serve(args: argparse.Namespace) -> None:
             _emit({"op": op, "echoed": got})
         elif op == "arm":
             with lock:
-                seg.update(armed=True, prefix=cmd["prefix"].encode(), counts={}, other=[], leaked=[])
+                seg.update(armed=True, prefix=cmd["prefix"].encode(), counts={}, other=[], leaked=[],
+                           readable=[])
             _emit({"op": op})
         elif op == "counts":
             # wait until the capture has seen the expected ESP packets (it lags the probe a little)
@@ -359,7 +364,7 @@ def serve(args: argparse.Namespace) -> None:
                 lock.wait_for(functools.partial(_counted, seg, esp),
                               timeout=float(cmd.get("timeout", 1.0)))
                 _emit({"op": op, "counts": dict(seg["counts"]), "other": list(seg["other"]),
-                       "leaked": list(seg["leaked"])})
+                       "leaked": list(seg["leaked"]), "readable": list(seg["readable"])})
                 seg["armed"] = False
         elif op == "quit":
             break

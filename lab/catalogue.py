@@ -21,6 +21,7 @@ class Option:
     key_size: int | None = None  # encr-keysize reported by list-sas
     aliases: tuple[str, ...] = field(default=())
     aead: bool = False  # combined-mode cipher (GCM): no integrity algorithm; IKE needs a PRF
+    esp_only: bool = False  # ESP NULL: integrity without encryption, never for an IKE SA
 
     @property
     def supported(self) -> bool:
@@ -65,13 +66,22 @@ DH_GROUPS = (
     Option("DH24", "GROUP24", "modp2048s256", "MODP_2048_256", aliases=("24", "DH-GROUP24")),
 )
 
-# Options other gateway profiles offer (see `lab.profiles`); not in the Tencent menus above, which
-# stay as the console shows them. `by_console` finds these too; `lookup` only in the menu given.
+# Options other gateway profiles (and Tencent's newer gateways) offer, see `lab.profiles`; not in
+# the classic Tencent menus above, which stay as the console shows them. `by_console` finds these
+# too; `lookup` only in the menu given. The API label is Tencent's (AES128GCM128: GCM with a
+# 128-bit ICV, strongSwan's gcm16); AWS's spelling (AES128-GCM-16) is an alias.
 GCM_ENCRYPTION = (
-    Option("AES-128-GCM-16", "AES128-GCM-16", "aes128gcm16", "AES_GCM_16", 128,
-           ("AES128GCM128", "GCMAES128", "aes128gcm"), aead=True),
-    Option("AES-256-GCM-16", "AES256-GCM-16", "aes256gcm16", "AES_GCM_16", 256,
-           ("AES256GCM128", "GCMAES256", "aes256gcm"), aead=True),
+    Option("AES-128-GCM-16", "AES128GCM128", "aes128gcm16", "AES_GCM_16", 128,
+           ("AES128-GCM-16", "GCMAES128", "aes128gcm"), aead=True),
+    Option("AES-192-GCM-16", "AES192GCM128", "aes192gcm16", "AES_GCM_16", 192,
+           ("AES192-GCM-16", "GCMAES192", "aes192gcm"), aead=True),
+    Option("AES-256-GCM-16", "AES256GCM128", "aes256gcm16", "AES_GCM_16", 256,
+           ("AES256-GCM-16", "GCMAES256", "aes256gcm"), aead=True),
+)
+# ESP without encryption (RFC 2410): only for IPsec SAs, and only with an integrity algorithm,
+# which every INTEGRITY entry is (none is AEAD), so `lab.plan.proposal` writes e.g. null-sha256.
+ESP_ONLY_ENCRYPTION = (
+    Option("NULL", "NULL", "null", "NULL", esp_only=True),
 )
 MORE_DH_GROUPS = (
     Option("DH15", "GROUP15", "modp3072", "MODP_3072", aliases=("15", "DH-GROUP15")),
@@ -84,7 +94,13 @@ MORE_DH_GROUPS = (
     Option("DH22", "GROUP22", "modp1024s160", "MODP_1024_160", aliases=("22", "DH-GROUP22")),
     Option("DH23", "GROUP23", "modp2048s224", "MODP_2048_224", aliases=("23", "DH-GROUP23")),
 )
-ALL_ENCRYPTION = ENCRYPTION + GCM_ENCRYPTION
+# What Tencent's newer VPN gateways add to the classic menus above (`vpn_gateway.generation:
+# newer`, see lab.profiles.TENCENT_NEWER); lab.cloudapi reads their API labels from here.
+NEWER_IKE_ENCRYPTION = GCM_ENCRYPTION
+NEWER_IPSEC_ENCRYPTION = ESP_ONLY_ENCRYPTION + GCM_ENCRYPTION
+NEWER_DH_GROUPS = tuple(o for o in MORE_DH_GROUPS if o.console in ("DH15", "DH16", "DH19", "DH20",
+                                                                   "DH21"))
+ALL_ENCRYPTION = ENCRYPTION + GCM_ENCRYPTION + ESP_ONLY_ENCRYPTION
 ALL_INTEGRITY = INTEGRITY
 ALL_DH_GROUPS = (*DH_GROUPS[:4], *MORE_DH_GROUPS, DH_GROUPS[4])  # in group-number order
 

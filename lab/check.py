@@ -379,3 +379,9 @@ def wire_check(report: CheckReport, wire: dict[str, Any],
     leaked = wire.get("leaked", [])
     report.add("*", "internet segment", "wire", "no marker in clear", not leaked,
                "none seen" if not leaked else f"{len(leaked)} packets: {leaked[:3]}")
+    readable = wire.get("readable", [])
+    if readable:  # inside ESP: ESP NULL authenticates without encrypting (lab.agent.capture)
+        report.add("*", "internet segment", "wire", "payload readable inside ESP", True,
+                   f"{len(readable)} ESP packets carry the probes' markers readable: ESP NULL "
+                   "(integrity only) by the tunnel's settings, or a cipher that does not encrypt",
+                   info=True)

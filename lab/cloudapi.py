@@ -40,9 +40,25 @@ LAB_VPC_CIDR = ipaddress.IPv4Network("10.0.0.0/16")
 LAB_HEALTH_LOCAL_IP = "169.254.128.1"
 LAB_HEALTH_REMOTE_IP = "169.254.128.2"
 
-# Valid API values on newer gateways that the catalogue (and so the spec) does not model yet.
-NEWER_DH_GROUPS = ("GROUP15", "GROUP16", "GROUP19", "GROUP20", "GROUP21")
-NEWER_IPSEC_ENCRYPTION = ("NULL", "AES128GCM128", "AES192GCM128", "AES256GCM128")
+# API values only newer VPN gateways offer (API spelling -> console label, from the catalogue): a
+# body using one imports with `vpn_gateway.generation: newer` (lab.profiles.TENCENT_NEWER).
+NEWER_IKE_ENCRYPTION = {o.api: o.console for o in cat.NEWER_IKE_ENCRYPTION}
+NEWER_DH_GROUPS = {o.api: o.console for o in cat.NEWER_DH_GROUPS}
+NEWER_IPSEC_ENCRYPTION = {o.api: o.console for o in cat.NEWER_IPSEC_ENCRYPTION}
+NEWER_PFS_GROUPS = {f"DH-{o.api}": o.console for o in cat.NEWER_DH_GROUPS}
+
+
+def newer_values(ike_encryption: object, dh_group: object, ipsec_encryption: object,
+                 pfs: object) -> list[str]:
+    """`Field=API value` for each choice (console labels) only a newer VPN gateway offers: what
+    makes an import `generation: newer`, and what an export's note names."""
+    return [f"{field}={api}" for field, chosen, table in (
+        (f"{IKE}.PropoEncryAlgorithm", ike_encryption, NEWER_IKE_ENCRYPTION),
+        (f"{IKE}.DhGroupName", dh_group, NEWER_DH_GROUPS),
+        (f"{IPSEC}.EncryptAlgorithm", ipsec_encryption, NEWER_IPSEC_ENCRYPTION),
+        (f"{IPSEC}.PfsDhGroup", pfs, NEWER_PFS_GROUPS),
+    ) for api, console in table.items() if console == chosen]
+
 
 # Fields of a DescribeVpnConnections entry that say nothing about how the tunnel negotiates.
 DESCRIBE_ONLY = {
@@ -210,8 +226,7 @@ class _Reader:
         self.defaulted: list[str] = []
 
     def menu(self, obj: dict, field: str, table: dict[str, str], default: str | None,
-             where: str = "", newer: tuple[str, ...] = (),
-             spellings: dict[str, str] | None = None) -> str | None:
+             where: str = "", spellings: dict[str, str] | None = None) -> str | None:
         """`spellings`: other API spellings of a menu value (older SDKs, DescribeVpnConnections
         output) and the console value each means."""
         name = f"{where}.{field}" if where else field
@@ -224,12 +239,7 @@ class _Reader:
         for api, console in (*table.items(), *(spellings or {}).items()):
             if str(value).strip().upper() == api.upper():
                 return console
-        if str(value).strip().upper() in newer:
-            self.problems.append(
-                f"{name}: {plain(value)} is valid on newer gateways but the lab's catalogue does not "
-                f"model it; the lab supports {', '.join(table)}")
-        else:
-            self.problems.append(f"{name}: must be one of {', '.join(table)} (got {value!r})")
+        self.problems.append(f"{name}: must be one of {', '.join(table)} (got {value!r})")
         return None
 
     def number(self, obj: dict, field: str, lo: int, hi: int, default: int | None,
@@ -482,13 +492,13 @@ def import_tunnel(
 
     ike: dict[str, Any] = {
         "version": r.menu(ike_obj, "IKEVersion", IKE_VERSION, "v1", IKE),
-        "encryption": r.menu(ike_obj, "PropoEncryAlgorithm", IKE_ENCRYPTION,
+        "encryption": r.menu(ike_obj, "PropoEncryAlgorithm", IKE_ENCRYPTION | NEWER_IKE_ENCRYPTION,
                              cat.DEFAULT_IKE_ENCRYPTION, IKE),
         "integrity": r.menu(ike_obj, "PropoAuthenAlgorithm", IKE_INTEGRITY,
                             cat.DEFAULT_IKE_INTEGRITY, IKE, spellings=IKE_INTEGRITY_SPELLINGS),
         "exchange_mode": r.menu(ike_obj, "ExchangeMode", EXCHANGE_MODE, "main", IKE),
-        "dh_group": r.menu(ike_obj, "DhGroupName", DH_GROUP, cat.DEFAULT_DH_GROUP, IKE,
-                           NEWER_DH_GROUPS),
+        "dh_group": r.menu(ike_obj, "DhGroupName", DH_GROUP | NEWER_DH_GROUPS, cat.DEFAULT_DH_GROUP,
+                           IKE),
         "sa_lifetime": r.number(ike_obj, "IKESaLifetimeSeconds", *cat.IKE_LIFETIME_RANGE,
                                 cat.DEFAULT_IKE_LIFETIME, IKE, " seconds"),
     }
@@ -500,11 +510,11 @@ def import_tunnel(
     integrity_field = "IntegrityAlgorithm" if ipsec_obj.get("IntegrityAlgorithm") not in (None, "") \
         else "IntegrityAlgorith"
     ipsec = {
-        "encryption": r.menu(ipsec_obj, "EncryptAlgorithm", IPSEC_ENCRYPTION,
-                             cat.DEFAULT_IPSEC_ENCRYPTION, IPSEC, NEWER_IPSEC_ENCRYPTION),
+        "encryption": r.menu(ipsec_obj, "EncryptAlgorithm", IPSEC_ENCRYPTION | NEWER_IPSEC_ENCRYPTION,
+                             cat.DEFAULT_IPSEC_ENCRYPTION, IPSEC),
         "integrity": r.menu(ipsec_obj, integrity_field, IPSEC_INTEGRITY,
                             cat.DEFAULT_IPSEC_INTEGRITY, IPSEC),
-        "pfs": r.menu(ipsec_obj, "PfsDhGroup", PFS_GROUP, "disable", IPSEC),
+        "pfs": r.menu(ipsec_obj, "PfsDhGroup", PFS_GROUP | NEWER_PFS_GROUPS, "disable", IPSEC),
         "sa_lifetime": r.number(ipsec_obj, "IPSECSaLifetimeSeconds", *cat.IPSEC_LIFETIME_RANGE,
                                 cat.DEFAULT_IPSEC_LIFETIME, IPSEC, " seconds"),
         "sa_lifetime_kb": r.number(ipsec_obj, "IPSECSaLifetimeTraffic",
@@ -581,8 +591,13 @@ def import_tunnel(
         "ike": ike,
         "ipsec": ipsec,
     }
-    spec = {"vpn_gateway": {"public_ip": str(gw_ip), "vpc_cidr": vpc, "routes": routes},
-            "tunnels": [tunnel]}
+    gateway: dict[str, Any] = {"public_ip": str(gw_ip), "vpc_cidr": vpc, "routes": routes}
+    newer = newer_values(ike["encryption"], ike["dh_group"], ipsec["encryption"], ipsec["pfs"])
+    if newer:
+        gateway["generation"] = "newer"
+        notes.append(f"vpn_gateway.generation: newer, because {', '.join(newer)} "
+                     f"{'is' if len(newer) == 1 else 'are'} offered only by newer VPN gateways")
+    spec = {"vpn_gateway": gateway, "tunnels": [tunnel]}
     try:
         parse_spec(spec, source, need_keys=need_keys)
     except SpecInvalid as exc:
@@ -735,14 +750,18 @@ def export_tunnel_with_notes(spec: LabSpec | dict, tunnel_name: str | None = Non
         key = PSK_PLACEHOLDER
         notes.append("PreShareKey: a placeholder; pass --include-psk to write the key itself")
     ike, ipsec = t.ike, t.ipsec
+    newer = newer_values(ike.encryption, ike.dh_group, ipsec.encryption, ipsec.pfs)
+    if newer:
+        notes.append(f"{', '.join(newer)}: offered only by newer VPN gateways (the spec's "
+                     "vpn_gateway.generation: newer); a classic gateway refuses this body")
     ike_api: dict[str, Any] = {
         "IKEVersion": cat.IKE_VERSIONS[ike.version],
-        "PropoEncryAlgorithm": cat.by_console(cat.ENCRYPTION, ike.encryption).api,
+        "PropoEncryAlgorithm": cat.by_console(cat.ALL_ENCRYPTION, ike.encryption).api,
         "PropoAuthenAlgorithm": cat.by_console(cat.INTEGRITY, ike.integrity).api,
         "ExchangeMode": cat.EXCHANGE_MODES[ike.exchange_mode],
         "LocalIdentity": ike.local_id.type.upper(),
         "RemoteIdentity": ike.peer_id.type.upper(),
-        "DhGroupName": cat.by_console(cat.DH_GROUPS, ike.dh_group).api,
+        "DhGroupName": cat.by_console(cat.ALL_DH_GROUPS, ike.dh_group).api,
         "IKESaLifetimeSeconds": ike.sa_lifetime,
     }
     for side, ident, default in (("Local", ike.local_id, spec.vpn_gateway.public_ip),
@@ -783,7 +802,7 @@ def export_tunnel_with_notes(spec: LabSpec | dict, tunnel_name: str | None = Non
                                  "ProbeThreshold": hc.threshold, "ProbeTimeout": hc.timeout_ms}
     body[IKE] = ike_api
     body[IPSEC] = {
-        "EncryptAlgorithm": cat.by_console(cat.ENCRYPTION, ipsec.encryption).api,
+        "EncryptAlgorithm": cat.by_console(cat.ALL_ENCRYPTION, ipsec.encryption).api,
         # the current field and the deprecated one, the same value: readers of either agree
         "IntegrityAlgorithm": ipsec_integrity_api(cat.by_console(cat.INTEGRITY, ipsec.integrity)),
         "IntegrityAlgorith": ipsec_integrity_api(cat.by_console(cat.INTEGRITY, ipsec.integrity)),

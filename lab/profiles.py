@@ -9,11 +9,16 @@ value unless the cloud's public API documents another.
 
 `lab.spec` accepts any catalogue spelling and applies the profile's defaults to omitted fields;
 `lab.spec.rules` checks every menu choice and limit against the gateway's profile.
+
+Tencent's VPN gateways come in two generations (`vpn_gateway.generation`): classic (the default,
+the menus above) and newer, whose menus add AES-GCM, ESP NULL and DH 15/16/19/20/21
+(`TENCENT_NEWER`). `get(name, generation)` picks one; the other clouds have one set of menus.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,7 @@ from typing import Any
 from lab import catalogue as cat
 
 DEFAULT = "tencent"
+GENERATIONS = ("classic", "newer")  # Tencent's VPN gateway generations (vpn_gateway.generation)
 EXAMPLES = Path(__file__).resolve().parent.parent / "configs" / "examples"
 
 # Menu kinds: the tunnel field each one constrains (as rules messages name it).
@@ -89,6 +95,7 @@ class Profile:
     health_timeout_ms: Range = cat.HEALTH_TIMEOUT_MS
     defaults: dict[str, Any] = field(default_factory=dict)  # a tunnel's omitted fields
     assumed: tuple[str, ...] = ()  # what the notes do not say and the profile assumes
+    generation: str | None = None  # which of GENERATIONS; None: the cloud has only one
 
     def menu(self, kind: str) -> tuple[str, ...]:
         """The allowed values of one menu kind (see MENU_FIELDS), in the cloud's order."""
@@ -107,6 +114,20 @@ class Profile:
 
     def offers(self, kind: str, value: str) -> bool:
         return value in self.menu(kind)
+
+    @property
+    def label(self) -> str:
+        """How messages name the profile: `the tencent profile`, plus the generation if newer."""
+        newer = " (newer gateways)" if self.generation == "newer" else ""
+        return f"the {self.name} profile{newer}"
+
+    def newer_offer(self, kind: str, value: str) -> str:
+        """`; vpn_gateway.generation: newer offers it` when this classic menu lacks `value` and
+        the newer generation's has it, else empty: the message's hint."""
+        newer = _GENERATIONS.get(self.name, {}).get("newer")
+        if self.generation != "classic" or newer is None or not newer.offers(kind, value):
+            return ""
+        return "; vpn_gateway.generation: newer offers it"
 
     def shown(self, kind: str) -> str:
         """The menu as messages list it: `passive (add), active (start)` where spellings differ."""
@@ -166,6 +187,7 @@ TENCENT = Profile(
     max_mappings_per_gateway=cat.MAX_MAPPINGS_PER_GATEWAY,
     max_mappings_per_tunnel=None,
     health_check=True,
+    generation="classic",
     defaults={
         "negotiation_type": "active",
         "dpd": {"timeout": 30, "action": "disconnect"},
@@ -177,6 +199,18 @@ TENCENT = Profile(
                   "sa_lifetime": cat.DEFAULT_IPSEC_LIFETIME,
                   "sa_lifetime_kb": cat.DEFAULT_IPSEC_LIFETIME_KB},
     },
+)
+
+# Tencent's newer VPN gateways: the classic menus with the catalogue's NEWER_* options added
+# (API spellings AES128GCM128, NULL, GROUP19, DH-GROUP19...; lab.cloudapi); all else the same.
+TENCENT_NEWER = dataclasses.replace(
+    TENCENT,
+    title="Tencent Cloud VPN tunnel on a newer VPN gateway (CreateVpnConnection)",
+    generation="newer",
+    ike_encryption=TENCENT.ike_encryption + _consoles(cat.NEWER_IKE_ENCRYPTION),
+    dh_group=TENCENT.dh_group + _consoles(cat.NEWER_DH_GROUPS),
+    ipsec_encryption=TENCENT.ipsec_encryption + _consoles(cat.NEWER_IPSEC_ENCRYPTION),
+    pfs=TENCENT.pfs + _consoles(cat.NEWER_DH_GROUPS),
 )
 
 _AWS_CIPHERS = ("AES-128", "AES-256", "AES-128-GCM-16", "AES-256-GCM-16")
@@ -264,14 +298,26 @@ ALIBABA = Profile(
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (TENCENT, AWS, ALIBABA)}
 NAMES = tuple(PROFILES)
+_GENERATIONS: dict[str, dict[str, Profile]] = {"tencent": {"classic": TENCENT, "newer": TENCENT_NEWER}}
 
 
-def get(name: str | None) -> Profile:
-    """A profile by name (None: the default); LookupError names the known ones."""
+def get(name: str | None, generation: str | None = None) -> Profile:
+    """A profile by name (None: the default) and gateway generation (None: the profile's own
+    menus, classic for Tencent); LookupError names the known ones, or says the profile has no
+    generations."""
     key = DEFAULT if name is None else str(name).strip().lower()
     if key not in PROFILES:
         raise LookupError(f"unknown gateway profile {name!r}; known: {', '.join(NAMES)}")
-    return PROFILES[key]
+    if generation is None:
+        return PROFILES[key]
+    generations = _GENERATIONS.get(key)
+    if generations is None:
+        raise LookupError(f"the {key} profile has no gateway generations (only Tencent's VPN "
+                          f"gateways come as {' or '.join(GENERATIONS)}); leave it out")
+    wanted = str(generation).strip().lower()
+    if wanted not in generations:
+        raise LookupError(f"unknown gateway generation {generation!r}; known: {', '.join(GENERATIONS)}")
+    return generations[wanted]
 
 
 def example_spec(name: str) -> Path:
@@ -303,7 +349,7 @@ def canonical(kind: str, value: Any) -> str | None:
 
 def _check_menus() -> None:
     """Every profile menu names catalogue options (import-time sanity)."""
-    for profile in PROFILES.values():
+    for profile in (*PROFILES.values(), TENCENT_NEWER):
         for kind in MENU_FIELDS:
             for value in profile.menu(kind):
                 if canonical(kind, value) != value:

@@ -100,10 +100,8 @@ def test_psk_env_reference(monkeypatch):
 
 @pytest.mark.parametrize(("section", "field", "value", "expected"), [
     ("IKEOptionsSpecification", "DhGroupName", "GROUP3",
-     "IKEOptionsSpecification.DhGroupName: must be one of GROUP1, GROUP2, GROUP5, GROUP14, GROUP24 "
-     "(got 'GROUP3')"),
-    ("IKEOptionsSpecification", "DhGroupName", "GROUP19",
-     "IKEOptionsSpecification.DhGroupName: GROUP19 is valid on newer gateways"),
+     "IKEOptionsSpecification.DhGroupName: must be one of GROUP1, GROUP2, GROUP5, GROUP14, GROUP24, "
+     "GROUP15, GROUP16, GROUP19, GROUP20, GROUP21 (got 'GROUP3')"),
     ("IKEOptionsSpecification", "PropoEncryAlgorithm", "AES-128",
      "IKEOptionsSpecification.PropoEncryAlgorithm: must be one of AES-CBC-128"),
     ("IKEOptionsSpecification", "IKESaLifetimeSeconds", 30,
@@ -111,8 +109,6 @@ def test_psk_env_reference(monkeypatch):
     ("IKEOptionsSpecification", "IKEVersion", "IKEV3", "IKEOptionsSpecification.IKEVersion"),
     ("IPSECOptionsSpecification", "PfsDhGroup", "GROUP2",
      "IPSECOptionsSpecification.PfsDhGroup: must be one of NULL, DH-GROUP1"),
-    ("IPSECOptionsSpecification", "EncryptAlgorithm", "AES128GCM128",
-     "IPSECOptionsSpecification.EncryptAlgorithm: AES128GCM128 is valid on newer gateways"),
     ("IPSECOptionsSpecification", "IntegrityAlgorith", "SHA",
      "IPSECOptionsSpecification.IntegrityAlgorith: must be one of MD5, SHA1"),
     ("IPSECOptionsSpecification", "IPSECSaLifetimeSeconds", 100,

@@ -86,6 +86,7 @@ FIELDS: dict[tuple, tuple[str, dict[tuple, Any]]] = {
         "vpn_gateway.routes[0].tunnel",
         {("vpn_gateway", "routes", 0, "destination"): "192.168.9.0/24"}),
     ("vpn_gateway", "profile"): ("vpn_gateway.profile", {}),
+    ("vpn_gateway", "generation"): ("vpn_gateway.generation", {}),
     (*T, "vpn_gateway"): ("tunnels[0].vpn_gateway", {}),
     # menus: only catalogue values pass (any spelling becomes the console's keyword)
     **{(*T, *path): (f"tunnels[0].{'.'.join(path)}", {}) for path in (

@@ -106,9 +106,9 @@ def test_tencent_messages_unchanged():
 def test_tencent_refuses_other_clouds_options_by_name():
     assert problems(spec(ike={"encryption": "AES256-GCM-16", "version": "v2"}, ipsec={"pfs": "20"})) == [
         "tunnels[0].ike.encryption: AES-256-GCM-16 is not offered by the tencent profile (offers "
-        "AES-128, AES-192, AES-256, 3DES, DES, SM4)",
+        "AES-128, AES-192, AES-256, 3DES, DES, SM4); vpn_gateway.generation: newer offers it",
         "tunnels[0].ipsec.pfs: DH20 is not offered by the tencent profile (offers disable, DH1, DH2, "
-        "DH5, DH14, DH24)",
+        "DH5, DH14, DH24); vpn_gateway.generation: newer offers it",
     ]
 
 

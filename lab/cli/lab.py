@@ -33,7 +33,7 @@ def validate(spec: SpecPath) -> None:
     mappings = sum(len(t.mappings()) for t in parsed.tunnels)
     out.print(f"[green]valid[/]: {spec}: {len(parsed.tunnels)} tunnel(s), {mappings} SPD "
               "mapping(s)")
-    profile = get_profile(parsed.vpn_gateway.profile)
+    profile = get_profile(parsed.vpn_gateway.profile, parsed.vpn_gateway.generation)
     out.print(f"gateway profile: {profile.name} ({profile.title})", highlight=False)
     for assumption in profile.assumed:
         out.print(f"[dim]  assumed: {assumption}[/]", highlight=False)

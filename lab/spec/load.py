@@ -43,13 +43,17 @@ def parse_spec(data: Any, source: str = "spec", *, need_keys: bool = True) -> La
 
 
 def _profile_of(data: dict) -> profiles.Profile:
-    """The profile named in raw spec data; the default one when absent or unknown (pydantic then
-    reports the unknown name)."""
+    """The profile (and gateway generation) named in raw spec data; the default one when absent
+    or unknown (pydantic, or `lab.spec.rules` for a generation, then reports the bad value)."""
     gateway = data.get("vpn_gateway")
-    try:
-        return profiles.get(gateway.get("profile") if isinstance(gateway, dict) else None)
-    except LookupError:
-        return profiles.get(None)
+    name = gateway.get("profile") if isinstance(gateway, dict) else None
+    generation = gateway.get("generation") if isinstance(gateway, dict) else None
+    for tried in ((name, generation), (name, None), (None, None)):
+        try:
+            return profiles.get(*tried)
+        except LookupError:
+            continue
+    raise AssertionError("the default profile always exists")
 
 
 def dump_spec(spec: LabSpec) -> dict[str, Any]:

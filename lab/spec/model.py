@@ -46,10 +46,17 @@ def _menu(kind: str):
     def pick(value: Any, info: ValidationInfo) -> str:
         found = profiles.canonical(kind, value)
         if found is None:
-            raise ValueError(f"must be one of {', '.join(_profile(info).menu(kind))} (got {value!r})")
+            raise ValueError(f"must be one of {', '.join(_profile(info).menu(kind))} (got "
+                             f"{value!r}){_null_hint(value)}")
         return found
 
     return BeforeValidator(pick)
+
+
+def _null_hint(value: Any) -> str:
+    """YAML reads a bare `NULL` as no value; never taken as ESP NULL (no encryption) unasked."""
+    return "; YAML reads a bare NULL as no value: write 'NULL' (quoted) for ESP NULL" \
+        if value is None else ""
 
 
 def _choice(kind: str):
@@ -67,7 +74,16 @@ def _pfs(value: Any, info: ValidationInfo) -> str:
     return found
 
 
-IkeEncryption = Annotated[str, _menu("ike_encryption")]
+def _ike_cipher(value: str) -> str:
+    """ESP NULL (integrity only) is a catalogue option, but an IKE SA always encrypts: refused
+    here so no IKE proposal is ever written with it (customer overrides included)."""
+    if cat.by_console(cat.ALL_ENCRYPTION, value).esp_only:
+        raise ValueError(f"{value} (no encryption) is an ESP cipher only: an IKE SA is always "
+                         "encrypted; NULL is offered for ipsec.encryption")
+    return value
+
+
+IkeEncryption = Annotated[str, _menu("ike_encryption"), AfterValidator(_ike_cipher)]
 IkeIntegrity = Annotated[str, _menu("ike_integrity")]
 IpsecEncryption = Annotated[str, _menu("ipsec_encryption")]
 IpsecIntegrity = Annotated[str, _menu("ipsec_integrity")]
@@ -79,6 +95,7 @@ NegotiationType = Annotated[str, _choice("negotiation_type")]
 CommunicationMode = Annotated[str, _choice("communication_mode")]
 DpdAction = Annotated[str, _choice("dpd_action")]
 ProfileName = Literal["tencent", "aws", "alibaba"]  # lab.profiles.NAMES
+Generation = Literal["classic", "newer"]  # lab.profiles.GENERATIONS
 
 # Hostname-like (RFC 1123 labels), matched whole (`fullmatch`: `$` would let a final newline in).
 FQDN = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]"
@@ -320,6 +337,9 @@ class Route(Strict):
 
 class VpnGateway(Strict):
     profile: ProfileName = "tencent"  # whose gateway: its menus and limits (lab.profiles)
+    # Tencent's VPN gateway generation: newer ones add AES-GCM, ESP NULL and DH 15/16/19/20/21 to
+    # the classic menus. None: classic (the tencent profile); the other profiles have none.
+    generation: Generation | None = None
     public_ip: IPv4 = IPv4("203.0.113.1")
     vpc_cidr: Cidr = Cidr("10.0.0.0/16")
     routes: list[Route] = []

@@ -25,6 +25,11 @@ def check_rules(spec: LabSpec) -> list[str]:
 
 def _gateway_rules(spec: LabSpec) -> Iterator[str]:
     gw = spec.vpn_gateway
+    if gw.generation is not None:
+        try:
+            profiles.get(gw.profile, gw.generation)
+        except LookupError as exc:
+            yield f"vpn_gateway.generation: {exc}"
     if not is_documentation(gw.public_ip):
         yield f"vpn_gateway.public_ip: {gw.public_ip} must be in a documentation range " \
               f"({DOCUMENTATION_TEXT}) so lab traffic stays in the lab"
@@ -137,7 +142,13 @@ def _customer_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]
 
 
 def profile_of(spec: LabSpec) -> profiles.Profile:
-    return profiles.get(spec.vpn_gateway.profile)
+    """The gateway's profile in its generation (a generation the profile lacks is reported by
+    `_gateway_rules`; the profile's own menus apply meanwhile)."""
+    gw = spec.vpn_gateway
+    try:
+        return profiles.get(gw.profile, gw.generation)
+    except LookupError:
+        return profiles.get(gw.profile)
 
 
 def _profile_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
@@ -157,8 +168,8 @@ def _profile_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
             continue
         if not prof.offers(kind, value):
             what = "PFS disabled" if kind == "pfs" and pfs_off else value
-            yield f"{at}.{profiles.MENU_FIELDS[kind]}: {what} is not offered by the {prof.name} " \
-                  f"profile (offers {prof.shown(kind)})"
+            yield f"{at}.{profiles.MENU_FIELDS[kind]}: {what} is not offered by {prof.label} " \
+                  f"(offers {prof.shown(kind)}){prof.newer_offer(kind, value)}"
     default_timeout = prof.defaults.get("dpd", {}).get("timeout", 30)
     if prof.dpd_timeout is None:
         if t.dpd.timeout != default_timeout:
