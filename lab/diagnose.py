@@ -39,8 +39,9 @@ of a case's lines and no other case's (see LabRig.case_logs in lab/matrix/runner
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ VERSION = "ike version mismatch"
 MODE = "exchange mode mismatch"
 PSK = "authentication failed"
 ID = "id mismatch"
+NAT_ID = "id mismatch behind NAT"  # the customer's ID is its private address, the NAT's hidden
 TS = "traffic selector mismatch"
 TIMEOUT = "timeout"
 
@@ -68,7 +70,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((reason, re.compile(p)) f
     (PSK, r"but MAC mismatched|decryption failed\?|could not decrypt payloads|"
           r"calculated HASH does not match HASH payload|verification of .* failed"),
     (ID, r"no matching peer config found|no peer config found|constraint check failed|"
-         r"identity '.*' does not match"),
+         r"identity '.*' does not match|IDir '.*' does not match to"),
     (TS, r"traffic selectors .* unacceptable|no matching CHILD_SA config found for|"
          r"received TS_UNACCEPTABLE|no acceptable traffic selectors"),
     (PROPOSAL_IKE, r"^received proposals unacceptable$|^no proposal found$"),
@@ -127,9 +129,61 @@ def pfs_only(received: str, configured: str) -> bool:
     return same_algs and not same_full
 
 
+_NAT_SEEN = re.compile(r"(local|remote) host is behind NAT")
+# a responder's config lookup: its address[the ID asked of it]...the peer's address[the peer's ID]
+_LOOKUP = re.compile(r"looking for (?:pre-shared key )?peer configs matching (\S+?)(?:\[([^\]]+)\])?"
+                     r"\.\.\.(\S+?)\[([^\]]+)\]")
+# an initiator that authenticated the peer under an ID other than the one it expects (IKEv1)
+_ID_REFUSED = re.compile(r"IDir '([^']+)' does not match to '([^']+)'")
+_PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                    "100.64.0.0/10"))
+
+
+def _private(value: str | None) -> bool:
+    try:
+        ip = ipaddress.IPv4Address(value or "")
+    except ValueError:
+        return False
+    return any(ip in net for net in _PRIVATE)
+
+
+def private_id_behind_nat(lines: Sequence[str], local_ids: Collection[str] = ()) -> str | None:
+    """How the logs show the classic NAT identity pitfall, if they do (NAT detected as well).
+
+    Behind NAT a gateway's default ID is its own private WAN address while the other end
+    expects the public one the NAT shows. The logs show it one of three ways: a responder got
+    the private address as the peer's ID; an IKEv1 initiator refused the private ID the peer
+    authenticated with; or a responder on a private address, configured (`local_ids`: the IDs
+    the gateways are configured with) to identify by that address, was asked for another one.
+    The log of the last alone cannot tell it from a mismatch of the other ID.
+    """
+    if not any(_NAT_SEEN.search(line) for line in lines):
+        return None
+    for line in lines:
+        if m := _LOOKUP.search(line):
+            own, asked, _, peer = m.groups()
+            if _private(peer):
+                return f"the peer's ID {peer} is a private address"
+            if _private(own) and own in local_ids and asked and \
+                    _address(asked) not in (None, _address(own)):
+                return (f"the gateway at the private address {own} identifies itself by it, but "
+                        f"was asked to be {asked}")
+        if (m := _ID_REFUSED.search(line)) and _private(m.group(1)):
+            return f"the peer authenticated as {m.group(1)}, a private address, not {m.group(2)}"
+    return None
+
+
+def _address(value: str) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        return None
+
+
 def classify(initiate_log: Iterable[str], events: Events, failure: str = "",
-             timed_out: bool = False) -> tuple[str | None, str]:
-    """(reason from lab.matrix.cases, the log line that shows it), or (None, why not)."""
+             timed_out: bool = False, local_ids: Collection[str] = ()) -> tuple[str | None, str]:
+    """(reason from lab.matrix.cases, the log line that shows it), or (None, why not).
+    `local_ids`: the IDs the gateways are configured with (see `private_id_behind_nat`)."""
     sources = _sources(initiate_log, events)
     lines = [line for source in sources for line in source]
     pairs = _proposal_pairs(sources)
@@ -143,6 +197,8 @@ def classify(initiate_log: Iterable[str], events: Events, failure: str = "",
                         return PFS, f"received {received}, configured {configured}"
             if reason == PROPOSAL_IKE and not any(r.startswith("IKE:") for r, _ in pairs):
                 continue
+            if reason == ID and (how := private_id_behind_nat(lines, local_ids)):
+                return NAT_ID, f"{line}; NAT detected, and {how}"
             return reason, line
     if timed_out or "timeout" in failure.lower() or "timed out" in failure.lower():
         return TIMEOUT, failure or "no answer within the case's time"

@@ -97,7 +97,9 @@ def initiate_tunnel(lab: Lab, tunnel: str, timeout: float = ESTABLISH_TIMEOUT) -
             except InitiateFailed as exc:
                 raise TunnelFailed(tunnel, child, initiator, str(exc), exc.log,
                                    diagnose.log_messages(lab.log_path(responder)),
-                                   identity_hint(lab, tunnel)) from None
+                                   identity_hint(lab, tunnel),
+                                   {c.local_id for gw in lab.plan.gateways
+                                    for c in gw.connections}) from None
         wait_children_up(next_event, set(children), time.monotonic() + timeout, responder)
 
 
@@ -141,14 +143,16 @@ class TunnelFailed(LabError):
     diagnoser found in it and in the responder's log."""
 
     def __init__(self, tunnel: str, child: str, node: str, message: str, log: list[str],
-                 responder_log: list[str] | None = None, hint: str | None = None):
+                 responder_log: list[str] | None = None, hint: str | None = None,
+                 local_ids: set[str] | None = None):
         self.tunnel, self.child, self.node, self.log = tunnel, child, node, log
         reason, evidence = diagnose.classify(log, {"responder": [{"msg": m} for m in
-                                                                 responder_log or []]}, message)
+                                                                 responder_log or []]}, message,
+                                             local_ids=local_ids or set())
         self.reason = reason or "negotiation failed"
         tail = "\n".join(f"    {line}" for line in log[-8:])
         why = f": {evidence}" if reason else ""
-        self.hint = hint if self.reason in (diagnose.ID, diagnose.PSK) else None
+        self.hint = hint if self.reason in (diagnose.ID, diagnose.NAT_ID, diagnose.PSK) else None
         advice = f"\n  {self.hint}" if self.hint else ""
         super().__init__(f"tunnel {tunnel}: {self.reason}{why} ({message}; initiator {node})"
                          f"{advice}\n{tail}")

@@ -19,6 +19,7 @@ from lab.matrix import cases as mc
 from lab.matrix.results import read_results
 from lab.matrix.runner import RunOptions, run_matrix
 from lab.matrix.select import select_cases
+from tests.conftest import EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -465,3 +466,31 @@ def test_report_merge_exits_non_zero_on_an_unexpected_outcome(tmp_path):
         f.write(CaseResult.of(case, mc.TIMEOUT))
     assert _cli("report", "merge", str(good)).returncode == 0
     assert _cli("report", "merge", str(bad)).returncode == 1
+
+
+@pytest.mark.integration
+@pytest.mark.kernel
+def test_every_newer_gateway_value_negotiates_live(prefixes):
+    """Each value only Tencent's newer gateways offer (IKE AES-GCM 128/192/256, ESP NULL and
+    AES-GCM, DH 15/16/19/20/21 for IKE and for PFS) negotiated by real daemons on the newer
+    example, and verified on both ends (the algorithms list-sas reports are the case's)."""
+    _needs_root()
+    base = {**mc.default_base(), "ike_version": "v2", "ike_integrity": "SHA256",
+            "ipsec_integrity": "SHA256"}
+    picks = [
+        {"ike_encryption": "AES-128-GCM-16", "dh_group": "DH15", "ipsec_encryption": "NULL",
+         "pfs": "DH16"},
+        {"ike_encryption": "AES-192-GCM-16", "dh_group": "DH16", "ipsec_encryption": "AES-192-GCM-16",
+         "pfs": "DH19"},
+        {"ike_encryption": "AES-256-GCM-16", "dh_group": "DH19", "ipsec_encryption": "AES-256-GCM-16",
+         "pfs": "DH20"},
+        {"ike_encryption": "AES-256", "dh_group": "DH20", "ipsec_encryption": "AES-128-GCM-16",
+         "pfs": "DH21"},
+        {"ike_version": "v1", "ike_encryption": "AES-256", "dh_group": "DH21",
+         "ipsec_encryption": "NULL", "ipsec_integrity": "SHA512", "pfs": "DH15"},
+    ]
+    cases = [mc.make_case({**base, **p}) for p in picks]
+    results = run_matrix(cases, spec_path=EXAMPLES / "newer-gateway.yaml", backend="netns", jobs=2,
+                         name_prefix=prefixes("g"))
+    _assert_passed(results, len(cases))
+    assert {r.outcome for r in results} == {mc.ESTABLISHED}

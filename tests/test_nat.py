@@ -43,13 +43,66 @@ def test_nat_settings_are_checked(nat, problem):
     assert any(p.startswith(problem) for p in exc.value.problems), exc.value.problems
 
 
+def test_a_nat_base_adds_the_nat_identity_negative_case():
+    from lab.matrix import cases as mc
+    from lab.matrix.runner import plan_tunnel
+    from lab.spec import load_spec
+
+    plain = mc.negatives(mc.default_base())
+    nat = mc.negatives(mc.default_base(), behind_nat=True)
+    assert [c.expect for c in plain] == list(mc.NEGATIVE_REASONS)
+    assert [c.expect for c in nat] == list(mc.NAT_NEGATIVE_REASONS)
+    case = nat[-1]
+    assert case.id.endswith("--neg-nat-id") and case.params["peer_id_type"] == "address"
+    tunnel = plan_tunnel(load_spec(NAT), case)
+    assert tunnel.customer.ike["local_id"] == {"type": "address", "value": "172.16.0.2"}
+    assert mc.to_tunnel_fields(case)["customer"] == {}  # the marker never reaches the spec
+    with pytest.raises(LabError, match="needs a base tunnel whose customer gateway is behind NAT"):
+        plan_tunnel(load_spec(EXAMPLES / "default.yaml"), case)
+
+
+NAT_SEEN = "remote host is behind NAT"
+
+
+@pytest.mark.parametrize(("initiator", "responder", "local_ids", "reason"), [
+    # IKEv1, the cloud initiating: it refuses the private ID the customer authenticated with
+    (["received AUTHENTICATION_FAILED error notify"],
+     [NAT_SEEN, "IDir '172.16.0.2' does not match to '198.51.100.2'"], set(), "id mismatch behind NAT"),
+    # the customer initiating: the cloud looks its private ID up
+    (["received AUTHENTICATION_FAILED notify error"],
+     [NAT_SEEN, "looking for peer configs matching 203.0.113.1[%any]...198.51.100.2[172.16.0.2]",
+      "no matching peer config found"], set(), "id mismatch behind NAT"),
+    # IKEv2, the cloud initiating: the customer, configured with its private address, is asked
+    # for the public one; its log alone is the same as for a mismatch of the other ID
+    ([NAT_SEEN, "received AUTHENTICATION_FAILED notify error"],
+     ["looking for peer configs matching 172.16.0.2[198.51.100.2]...203.0.113.1[203.0.113.1]",
+      "no matching peer config found"], {"172.16.0.2", "203.0.113.1"}, "id mismatch behind NAT"),
+    ([NAT_SEEN, "received AUTHENTICATION_FAILED notify error"],
+     ["looking for peer configs matching 172.16.0.2[198.51.100.2]...203.0.113.1[203.0.113.1]",
+      "no matching peer config found"], set(), "id mismatch"),
+    # behind NAT, but the cloud's ID is the wrong one: an ordinary ID mismatch
+    ([NAT_SEEN, "received AUTHENTICATION_FAILED notify error"],
+     ["looking for peer configs matching 172.17.0.2[198.51.100.10]...203.0.113.9"
+      "[vpn.cloud.ipsec-lab.test]", "no matching peer config found"],
+     {"198.51.100.10", "vpn.cloud.ipsec-lab.test"}, "id mismatch"),
+], ids=["v1-idir", "cloud-looks-up", "v2-asked-configured", "v2-asked-unknown", "other-id"])
+def test_the_nat_identity_case_is_told_from_an_ordinary_id_mismatch(initiator, responder,
+                                                                     local_ids, reason):
+    """Lines in the form the daemons logged them in live NAT runs (the NAT matrix, and `up` with
+    the customer initiating); the fourth is the third without the configured IDs, which its log
+    alone cannot tell apart from a mismatch of the other ID."""
+    from lab.diagnose import classify
+
+    got, evidence = classify(initiator, {"cgw1": [{"msg": m} for m in responder]},
+                             local_ids=local_ids)
+    assert got == reason, evidence
+
+
 @pytest.fixture
 def nat_lab(request, tmp_path, backend):
     """The behind-nat example on each backend; an `indirect` parameter changes the tunnel (its
     `nat` key: the behind_nat block)."""
     changes = getattr(request, "param", {})
-    if backend == "docker" and "udp_timeout" in changes.get("nat", {}):
-        pytest.skip("the docker backend cannot set the NAT's timeout (refused: tested below)")
     name = f"nat{os.getpid() % 10000}"
     lifecycle.down(name)
     data = yaml.safe_load(NAT.read_text())
@@ -144,34 +197,51 @@ QUIET = 12.0  # s of silence after the tunnel is up: longer than the NAT's idle 
 
 
 @pytest.mark.integration  # the NAT's conntrack and charon's timer: the same on both dataplanes
-@pytest.mark.parametrize(("nat_lab", "delivered"), [
-    ({"nat": {"inbound": False, "udp_timeout": 8, "keepalive": 3}, "negotiation_type": "passive",
-      "dpd": {"enabled": False}}, True),
-    ({"nat": {"inbound": False, "udp_timeout": 8, "keepalive": 0}, "negotiation_type": "passive",
-      "dpd": {"enabled": False}}, False),
-], indirect=["nat_lab"], ids=["keepalive-3s", "no-keepalive"])
-def test_keepalives_hold_an_idle_nat_mapping_open(nat_lab, delivered):
+@pytest.mark.parametrize("keepalive", [3, 0], ids=["keepalive-3s", "no-keepalive"])
+def test_keepalives_hold_an_idle_nat_mapping_open(keepalive):
     """A NAT that forgets idle UDP mappings after 8 s and lets nothing in unasked: after 12 s of
     silence the cloud's ESP reaches the customer gateway only if its keepalives held the
-    mapping open."""
-    import json
-    import secrets
-    import time
+    mapping open; without them it gets through again once the customer has sent."""
+    from lab.scenarios.nat import run_nat_keepalive
 
-    from lab.probe import Agent
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and strongSwan daemons")
+    r = run_nat_keepalive(NAT, backend="netns", udp_timeout=8, keepalive=keepalive, quiet=QUIET,
+                          name=f"nka{os.getpid() % 10000}")
+    assert r.ok, [(v.name, v.detail) for v in r.verdicts if not v.ok]
+    assert r.metrics["delivered_after_quiet"] is bool(keepalive)
+    names = [v.name for v in r.verdicts]
+    if keepalive:
+        assert r.metrics["keepalives_on_the_wire"] >= 2
+    else:
+        assert r.metrics["keepalives_on_the_wire"] == 0
+        assert "once the customer sent again the cloud's traffic got through" in names
 
-    probe = nat_lab.plan.probes[0]
-    prefix = f"ILAB{secrets.token_hex(4)}"
-    marker = f"{prefix}-nat-v2i"
-    common = ["--iface", "eth0", "--prefix", prefix, "--port", "33434", "--timeout", "5"]
-    listener = Agent(nat_lab, probe.idc_node, ["listen", *common], stdin=json.dumps([marker]),
-                     keep_open=True)
-    sender = Agent(nat_lab, probe.vpc_node, ["send", *common])
-    listener.wait_ready()
-    time.sleep(QUIET)  # the experiment: nothing crosses the tunnel meanwhile
-    listener.feed("")
-    sender.feed(json.dumps([{"src": str(probe.vpc_addr), "dst": str(probe.idc_addr),
-                             "proto": "udp", "marker": marker}]))
-    sender.finish()
-    got = marker in listener.finish().get("received", [])
-    assert got is delivered
+
+@pytest.mark.integration
+def test_the_matrix_behind_nat_classifies_every_negative_and_the_nat_identity_case():
+    """On a base whose customer gateway is behind NAT every negative reason still fails for its
+    reason, and the customer that identifies itself by its private address fails as the NAT
+    identity case: IKEv1, the cloud refuses the private ID; IKEv2, the customer is asked for the
+    public ID while it is configured with its private address."""
+    from lab.matrix import cases as mc
+    from lab.matrix.runner import run_matrix
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and strongSwan daemons")
+    base = mc.default_base()
+    cases = mc._dedupe([
+        *mc.negatives({**base, "ike_version": "v2", "ike_encryption": "AES-128"}, behind_nat=True),
+        *mc.negatives({**base, "ike_version": "v1"}, behind_nat=True),
+    ])
+    prefix = f"mn{os.getpid() % 1000}"
+    try:
+        results = run_matrix(cases, spec_path=NAT, backend="netns", jobs=2, name_prefix=prefix)
+    finally:
+        for k in (1, 2, 3):
+            lifecycle.down(f"{prefix}-{k}")
+    bad = [(r.id, r.expect, r.outcome, r.detail) for r in results if not r.passed]
+    assert len(results) == len(cases) and not bad, bad
+    nat_ids = [r for r in results if r.expect == mc.NAT_ID]
+    assert {r.params["ike_version"] for r in nat_ids} == {"v1", "v2"}
+    assert all("NAT detected" in r.detail for r in nat_ids)

@@ -196,7 +196,9 @@ def matrix(
         raise LabError("--jobs: must be 1 or more")
     chosen = choose_backend(backend)[0].name
     cases, strategy_name = select_cases(strategy, matrix_file, only or [], negatives, shard_text,
-                                        chosen_profile)
+                                        chosen_profile,
+                                        base.tunnels[0].customer_gateway.behind_nat is not None,
+                                        base.vpn_gateway.generation)
     if resume is not None and results_path is not None and resume.resolve() != results_path.resolve():
         raise LabError("--resume and --results name different files; --resume appends to its file")
     if resume is not None:

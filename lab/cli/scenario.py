@@ -1,6 +1,6 @@
 """`ipsec-lab scenario ...`: the behaviour experiments from the command line.
 
-    ipsec-lab scenario dpd|failover|negotiation|rekey|hostile [SPEC] [--backend B] [--time-scale S]
+    ipsec-lab scenario dpd|failover|negotiation|rekey|hostile|nat [SPEC] [--backend B] [--time-scale S]
                        [--json F] [--junit F] [--html F]
 
 Each command runs one or more variants of an experiment, each on a fresh lab built from SPEC's
@@ -244,9 +244,52 @@ def failover(
          json_path, junit_path, html_path, 1.0)
 
 
+def nat(
+    spec: Spec = None,
+    udp_timeout: Annotated[int, typer.Option(help="Seconds the NAT keeps an idle UDP mapping "
+                                             "(5-3600).")] = 8,
+    keepalive: Annotated[str, typer.Option(help="on, off or both: NAT-T keepalives from the "
+                                           "customer gateway.")] = "both",
+    interval: Annotated[int | None, typer.Option(help="Seconds between keepalives when on "
+                                                 "(default: less than half the NAT's timeout).",
+                                                 show_default=False)] = None,
+    quiet: Annotated[float | None, typer.Option(help="Seconds of silence on the tunnel (default: "
+                                                "1.5 x the NAT's timeout).", show_default=False)] = None,
+    version: Annotated[str, typer.Option("--version", help="IKE version: v1 or v2.")] = "v2",
+    backend: BackendOpt = "netns",
+    name: NameOpt = None,
+    json_path: JsonOut = None,
+    junit_path: JunitOut = None,
+    html_path: HtmlOut = None,
+) -> None:
+    """Behind a NAT that forgets idle mappings: do NAT-T keepalives keep an idle tunnel alive?"""
+    from lab.scenarios.nat import run_nat_keepalive  # at run time: see the module docstring
+
+    spec = _common(spec, backend, 1.0)
+    _choice("--version", version, ("v1", "v2"))
+    modes = {"on": [True], "off": [False], "both": [True, False]}[
+        _choice("--keepalive", keepalive, ("on", "off", "both"))]
+    if not 5 <= udp_timeout <= 3600:
+        raise LabError(f"--udp-timeout: must be 5-3600 s (got {udp_timeout})")
+    every = interval if interval is not None else max(1, (udp_timeout - 1) // 2)
+    if not 1 <= every < udp_timeout:
+        raise LabError(f"--interval: must be 1 s or more and shorter than --udp-timeout "
+                       f"{udp_timeout} s, or the keepalives cannot hold the mapping (got {every})")
+    silence = quiet if quiet is not None else udp_timeout * 1.5
+    if not udp_timeout < silence <= 3600:
+        raise LabError(f"--quiet: must be longer than --udp-timeout {udp_timeout} s (and at most "
+                       f"3600), or the NAT never forgets the mapping (got {silence:g})")
+    runs: Runs = [(f"NAT timeout {udp_timeout} s, " + (f"keepalive {every} s" if on else "no keepalive"),
+                   functools.partial(run_nat_keepalive, spec, backend=backend, udp_timeout=udp_timeout,
+                                     keepalive=every if on else 0, quiet=silence, version=version,
+                                     name=name))
+                  for on in modes]
+    _run(runs, json_path, junit_path, html_path, 1.0)
+
+
 def register(app: typer.Typer) -> None:
     scenario_app = typer.Typer(no_args_is_help=True, help="Behaviour experiments on a throwaway lab: "
-                               "DPD, failover, negotiation types, rekey, hostile traffic.")
-    for command in (dpd, failover, negotiation, rekey, hostile):
+                               "DPD, failover, negotiation types, rekey, hostile traffic, NAT.")
+    for command in (dpd, failover, negotiation, rekey, hostile, nat):
         scenario_app.command(command.__name__)(command)
     app.add_typer(scenario_app, name="scenario")

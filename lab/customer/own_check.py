@@ -29,6 +29,7 @@ REASON_TOPICS: dict[str, tuple[str, ...]] = {
     diagnose.MODE: ("exchange-mode",),
     diagnose.PSK: ("psk", "identity", "authentication"),
     diagnose.ID: ("identity",),
+    diagnose.NAT_ID: ("identity",),
     diagnose.TS: ("mappings",),
     diagnose.TIMEOUT: ("addresses", "negotiation", "ike-version", "exchange-mode"),
     NOBODY: ("negotiation", "addresses"),

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from lab import catalogue as cat
 from lab import profiles
-from lab.diagnose import ID, MODE, PFS, PROPOSAL_IKE, PROPOSAL_IPSEC, PSK, TIMEOUT, TS, VERSION
+from lab.diagnose import ID, MODE, NAT_ID, PFS, PROPOSAL_IKE, PROPOSAL_IPSEC, PSK, TIMEOUT, TS, VERSION
 from lab.errors import LabError, read_yaml
 
 # What a case is expected to end in (and what the executor reports as its outcome): the
@@ -27,11 +27,15 @@ UNSUPPORTED = "unsupported by the strongSwan endpoints"
 ERROR = "error"  # the lab itself failed; never expected
 
 NEGATIVE_REASONS = (PROPOSAL_IKE, PROPOSAL_IPSEC, PFS, VERSION, MODE, PSK, ID, TS)
-REASONS = (*NEGATIVE_REASONS, TIMEOUT, UNSUPPORTED)
+NAT_NEGATIVE_REASONS = (*NEGATIVE_REASONS, NAT_ID)  # a base whose customer gateway is behind NAT
+REASONS = (*NAT_NEGATIVE_REASONS, TIMEOUT, UNSUPPORTED)
 _NEG_SLUG = {
     PROPOSAL_IKE: "ike-proposal", PROPOSAL_IPSEC: "ipsec-proposal", PFS: "pfs", VERSION: "version",
-    MODE: "mode", PSK: "psk", ID: "id", TS: "ts",
+    MODE: "mode", PSK: "psk", ID: "id", TS: "ts", NAT_ID: "nat-id",
 }
+# a negative case's customer change: identify by the private WAN address behind the NAT (the
+# base tunnel's behind_nat.private_ip, filled in where the case is planned)
+PRIVATE_ID = "private_id"
 
 # Identities used when a case asks for FQDN IDs (address IDs are the gateways' public IPs).
 CLOUD_FQDN = "vpn.cloud.ipsec-lab.test"
@@ -126,18 +130,21 @@ _PROFILE_MENUS = ("ike_version", "exchange_mode", "ike_encryption", "ike_integri
                   "ipsec_encryption", "ipsec_integrity", "pfs")  # dimension = profile menu kind
 
 
-def canonical(dimension: str, value: Any, profile: str | None = None) -> str:
+def canonical(dimension: str, value: Any, profile: str | None = None,
+              generation: str | None = None) -> str:
     """The console label for `value` in any spelling the catalogue accepts; LabError otherwise
-    (listing the gateway profile's menu)."""
+    (listing the gateway profile's menu, in its generation)."""
     if dimension not in _CANONICAL:
         raise LabError(f"unknown matrix dimension {dimension!r}; known: {', '.join(ALL_DIMENSIONS)}")
     try:
         return _CANONICAL[dimension](str(value))
     except KeyError as allowed:
-        listed = ", ".join(profiles.get(profile).menu(dimension)) if dimension in _PROFILE_MENUS \
-            else allowed.args[0]
+        listed = ", ".join(profiles.get(profile, generation).menu(dimension)) \
+            if dimension in _PROFILE_MENUS else allowed.args[0]
+        null = "; YAML reads a bare NULL as no value: quote it ('NULL')" \
+            if value is None or value == "None" else ""
         raise LabError(
-            f"matrix dimension {dimension}: {value!r} is not a value; allowed: {listed}"
+            f"matrix dimension {dimension}: {value!r} is not a value; allowed: {listed}{null}"
         ) from None
 
 
@@ -149,10 +156,11 @@ def is_supported(dimension: str, value: str) -> bool:
     return cat.by_console(menu, value).supported
 
 
-def default_dimensions(profile: str | None = None) -> Dimensions:
-    """Every menu value of every core dimension of a gateway profile (default: Tencent's menus),
-    in the profile's order (SM4/SM3 included)."""
-    menus = profiles.get(profile)
+def default_dimensions(profile: str | None = None, generation: str | None = None) -> Dimensions:
+    """Every menu value of every core dimension of a gateway profile (default: Tencent's menus)
+    in a gateway generation (default: the profile's own, classic for Tencent), in the profile's
+    order (SM4/SM3 included)."""
+    menus = profiles.get(profile, generation)
     dims = {d: menus.menu(d) for d in _PROFILE_MENUS}
     return {d: dims.get(d, ID_TYPES) for d in CORE_DIMENSIONS}
 
@@ -286,7 +294,8 @@ def to_tunnel_fields(case: Case) -> dict[str, Any]:
         ike["sa_lifetime"] = int(p["ike_sa_lifetime"])
     if "ipsec_sa_lifetime" in p:
         ipsec["sa_lifetime"] = int(p["ipsec_sa_lifetime"])
-    customer = {("swap_selectors" if k == "swap_ts" else k): v for k, v in case.customer.items()}
+    customer = {("swap_selectors" if k == "swap_ts" else k): v for k, v in case.customer.items()
+                if k != PRIVATE_ID}
     return {"ike": ike, "ipsec": ipsec, "customer": customer}
 
 
@@ -297,9 +306,9 @@ def _identity(kind: str, fqdn: str) -> dict[str, str | None]:
 # --- dimensions from the command line and matrix files ---------------------------------------
 
 def restrict(dims: Dimensions, wanted: Mapping[str, Sequence[str] | str],
-             profile: str | None = None) -> Dimensions:
+             profile: str | None = None, generation: str | None = None) -> Dimensions:
     """`dims` with some dimensions narrowed (or lifetime dimensions added), in the order of the
-    gateway profile's menus; values the profile does not offer are refused."""
+    gateway profile's menus (in `generation`); values the profile does not offer are refused."""
     out = dict(dims)
     for dimension, values in wanted.items():
         if dimension not in _CANONICAL:
@@ -307,20 +316,29 @@ def restrict(dims: Dimensions, wanted: Mapping[str, Sequence[str] | str],
                 f"unknown matrix dimension {dimension!r}; known: {', '.join(ALL_DIMENSIONS)}"
             )
         items = [v.strip() for v in values.split(",")] if isinstance(values, str) else list(values)
-        picked = {canonical(dimension, v, profile) for v in items if str(v).strip()}
+        picked = {canonical(dimension, v, profile, generation) for v in items if str(v).strip()}
         if not picked:
             raise LabError(f"matrix dimension {dimension}: needs at least one value")
-        reference = default_dimensions(profile).get(dimension)
+        reference = default_dimensions(profile, generation).get(dimension)
         foreign = sorted(v for v in picked if reference is not None and v not in reference)
         if foreign:
-            name = profiles.get(profile).name
-            raise LabError(f"matrix dimension {dimension}: {', '.join(foreign)} not offered by the "
-                           f"{name} profile (offers {', '.join(reference or ())})")
+            raise LabError(f"matrix dimension {dimension}: {', '.join(foreign)} not offered by "
+                           f"{_foreign(dimension, foreign, profiles.get(profile, generation))}")
         if reference is None:  # lifetimes: numeric order
             out[dimension] = tuple(sorted(picked, key=int))
         else:
             out[dimension] = tuple(v for v in reference if v in picked)
     return {d: out[d] for d in ALL_DIMENSIONS if d in out}
+
+
+def _foreign(dimension: str, values: Sequence[str], profile: profiles.Profile) -> str:
+    """`the tencent profile (offers ...)`, and where a newer gateway offers `values`, how to get
+    one: the generation is the base spec's (`case_plan` runs every case on its gateway)."""
+    hint = profile.newer_offer(dimension, values[0]) if all(
+        profile.newer_offer(dimension, v) for v in values) else ""
+    if hint:
+        hint += " (a base spec with it: configs/examples/newer-gateway.yaml)"
+    return f"{profile.label} (offers {', '.join(profile.menu(dimension))}){hint}"
 
 
 def parse_restrictions(args: Iterable[str]) -> dict[str, list[str]]:
@@ -348,13 +366,17 @@ class MatrixRequest:
     dimensions: Dimensions = field(default_factory=default_dimensions)
     negatives: bool = False
     base: dict[str, str] | None = None
+    behind_nat: bool = False  # the base spec's customer gateway is: its negatives add NAT_ID
 
     def cases(self) -> list[Case]:
-        return generate(self.strategy, self.dimensions, with_negatives=self.negatives, base=self.base)
+        return generate(self.strategy, self.dimensions, with_negatives=self.negatives, base=self.base,
+                        behind_nat=self.behind_nat)
 
 
-def load_matrix_file(path: str | Path, profile: str | None = None) -> MatrixRequest:
-    """`{strategy: pairwise, dimensions: {ike_version: [v2], ...}, negatives: true, base: {...}}`."""
+def load_matrix_file(path: str | Path, profile: str | None = None,
+                     generation: str | None = None) -> MatrixRequest:
+    """`{strategy: pairwise, dimensions: {ike_version: [v2], ...}, negatives: true, base: {...}}`,
+    against the menus of the base spec's gateway (`profile` in `generation`)."""
     path = Path(path)
     data = read_yaml(path, "matrix file")
     if data is None:
@@ -379,7 +401,7 @@ def load_matrix_file(path: str | Path, profile: str | None = None) -> MatrixRequ
     if base is not None and not isinstance(base, dict):
         raise LabError(f"{path}: base must map a dimension to one value")
     try:
-        dims = restrict(default_dimensions(profile), wanted, profile)
+        dims = restrict(default_dimensions(profile, generation), wanted, profile, generation)
         base_params = _base_params(dims, {str(k): str(v) for k, v in base.items()}) if base else None
     except LabError as exc:
         raise LabError(f"{path}: {exc}") from None
@@ -594,8 +616,10 @@ def _negative(params: Mapping[str, str], reason: str, customer: dict[str, Any]) 
     return Case(case_id(clean, reason), clean, "negative", reason, customer)
 
 
-def negatives(base: Case | Mapping[str, str] | None = None) -> list[Case]:
-    """One case per reason in NEGATIVE_REASONS, each with the customer-side change provoking it."""
+def negatives(base: Case | Mapping[str, str] | None = None, *,
+              behind_nat: bool = False) -> list[Case]:
+    """One case per reason in NEGATIVE_REASONS (NAT_NEGATIVE_REASONS when the base tunnel's
+    customer gateway is behind NAT), each with the customer-side change provoking it."""
     p = _params_of(base)
     if make_case(p).unsupported:
         raise LabError(f"negative cases need a runnable base; {case_id(p)} uses SM4/SM3")
@@ -627,6 +651,8 @@ def negatives(base: Case | Mapping[str, str] | None = None) -> list[Case]:
         "peer_id": {"type": "fqdn", "value": WRONG_FQDN},
     }}))
     out.append(_negative(p, TS, {"swap_ts": True}))
+    if behind_nat:  # the cloud expects the public address; the customer sends its private one
+        out.append(_negative({**p, "peer_id_type": "address"}, NAT_ID, {PRIVATE_ID: True}))
     return out
 
 
@@ -636,6 +662,7 @@ def generate(
     *,
     with_negatives: bool = False,
     base: Case | Mapping[str, str] | None = None,
+    behind_nat: bool = False,
 ) -> list[Case]:
     """One strategy's cases, optionally followed by the negative cases of `base`."""
     dims = _prepare(dims, None)
@@ -650,7 +677,7 @@ def generate(
     else:
         raise LabError(f"matrix strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
     if with_negatives:
-        cases += negatives(_params_of(base, dims))
+        cases += negatives(_params_of(base, dims), behind_nat=behind_nat)
     return _dedupe(cases)
 
 

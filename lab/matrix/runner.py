@@ -53,7 +53,16 @@ from lab.control import InitiateFailed, Vici
 from lab.dataplane import detect
 from lab.errors import LabError
 from lab.files import write_private
-from lab.matrix.cases import ERROR, ESTABLISHED, TIMEOUT, UNSUPPORTED, WRONG_PSK, Case, to_tunnel_fields
+from lab.matrix.cases import (
+    ERROR,
+    ESTABLISHED,
+    PRIVATE_ID,
+    TIMEOUT,
+    UNSUPPORTED,
+    WRONG_PSK,
+    Case,
+    to_tunnel_fields,
+)
 from lab.matrix.results import CaseResult
 from lab.negotiation import rekey_children
 from lab.plan import DaemonTuning, Gateway, LabPlan, build_plan
@@ -279,7 +288,9 @@ class LabRig:
             if failure is not None:
                 timed_out = time.monotonic() >= deadline
                 events = self.case_logs(n)
-                reason, evidence = cls.classify(initiate_log, events, failure, timed_out=timed_out)
+                reason, evidence = cls.classify(
+                    initiate_log, events, failure, timed_out=timed_out,
+                    local_ids={c.local_id for gw in plan.gateways for c in gw.connections})
                 outcome = reason or ERROR
                 detail = failure if reason is None else f"{reason}: {evidence}"
                 log_lines = cls.transcript(initiate_log, events, initiator, responder)
@@ -383,6 +394,11 @@ class LabRig:
             seen = counts.get("counts", {})
             if counts.get("leaked"):
                 problems.append(f"wire: marker in clear: {counts['leaked'][:2]}")
+            null = plan.gateways[0].connections[0].esp_proposal.startswith("null")
+            if counts.get("readable") and not null:  # a cipher that did not encrypt
+                problems.append(f"wire: marker readable inside ESP: {counts['readable'][:2]}")
+            if null and not counts.get("readable"):  # ESP NULL: integrity only, the payload shows
+                problems.append("wire: ESP NULL, yet no marker readable inside ESP")
             if seen.get("other"):
                 problems.append(f"wire: not IKE/ESP: {counts.get('other', [])[:2]}")
             if esp_packets(seen) < 2 * len(probes):
@@ -442,7 +458,10 @@ def _describe(negotiated: dict[str, Any], plan: LabPlan, wire: bool) -> str:
     text = (f"IKEv{ike.get('version')} {ike.get('encr-alg')}/{ike.get('encr-keysize', '-')} "
             f"{ike.get('integ-alg')} {ike.get('dh-group')}; {len(plan.probes)} mapping(s) verified "
             "on both ends and by ICMP echo")
-    return text + ("; wire: ESP only, no marker in clear" if wire else "")
+    null = plan.gateways[0].connections[0].esp_proposal.startswith("null")
+    return text + (("; wire: ESP only, no marker outside it" + (
+        " (ESP NULL: the payload readable inside, integrity only)" if null else ""))
+        if wire else "")
 
 
 def plan_tunnel(base: LabSpec, case: Case) -> Tunnel:
@@ -453,6 +472,14 @@ def plan_tunnel(base: LabSpec, case: Case) -> Tunnel:
     data["ike"] = {**data["ike"], **fields["ike"]}
     data["ipsec"] = {**data["ipsec"], **fields["ipsec"]}
     data["customer"] = fields["customer"]
+    if case.customer.get(PRIVATE_ID):
+        nat = t.customer_gateway.behind_nat
+        if nat is None:
+            raise LabError(f"case {case.id}: the NAT identity case needs a base tunnel whose "
+                           "customer gateway is behind NAT (customer_gateway.behind_nat)")
+        customer_ike = dict(data["customer"].get("ike") or {})
+        customer_ike["local_id"] = {"type": "address", "value": str(nat.private_ip)}
+        data["customer"] = {**data["customer"], "ike": customer_ike}
     if data["negotiation_type"] == "traffic-triggered":
         data["negotiation_type"] = "active"  # the matrix initiates over VICI itself
     return Tunnel.model_validate(data)

@@ -12,23 +12,28 @@ from lab.matrix import cases as mc
 
 def select_cases(strategy: str | None, matrix_file: Path | None, only: Sequence[str],
                  negatives: bool | None, shard_text: str | None,
-                 profile: str | None = None) -> tuple[list[mc.Case], str]:
+                 profile: str | None = None, behind_nat: bool = False,
+                 generation: str | None = None) -> tuple[list[mc.Case], str]:
     """The run's cases in their stable order (shard applied) and the strategy's name; the
-    dimensions are the gateway profile's menus (default: Tencent's)."""
-    request = mc.load_matrix_file(matrix_file, profile) if matrix_file else \
-        mc.MatrixRequest(dimensions=mc.default_dimensions(profile))
+    dimensions are the gateway profile's menus (default: Tencent's) in the base spec's gateway
+    `generation` (default: the profile's own, classic for Tencent). `behind_nat`: the base
+    spec's customer gateway is behind NAT (its negatives add the NAT identity case)."""
+    request = mc.load_matrix_file(matrix_file, profile, generation) if matrix_file else \
+        mc.MatrixRequest(dimensions=mc.default_dimensions(profile, generation))
     if strategy is not None:
         if strategy not in mc.STRATEGIES:
             raise LabError(f"--strategy {strategy!r}; allowed: {', '.join(mc.STRATEGIES)}")
         request.strategy = strategy
     if only:
-        request.dimensions = mc.restrict(request.dimensions, mc.parse_restrictions(only), profile)
+        request.dimensions = mc.restrict(request.dimensions, mc.parse_restrictions(only), profile,
+                                         generation)
     if negatives is not None:
         request.negatives = negatives
     elif matrix_file is None:
         request.negatives = True
     if request.strategy == "ikev2-125" and only:
         raise LabError("--only does not apply to --strategy ikev2-125 (a fixed set of 125 cases)")
+    request.behind_nat = behind_nat
     cases = request.cases()
     if shard_text:
         k, n = mc.parse_shard(shard_text)
