@@ -96,6 +96,8 @@ class Profile:
     defaults: dict[str, Any] = field(default_factory=dict)  # a tunnel's omitted fields
     assumed: tuple[str, ...] = ()  # what the notes do not say and the profile assumes
     generation: str | None = None  # which of GENERATIONS; None: the cloud has only one
+    tunnel_name_min: int = 1
+    name_starts_with_letter: bool = False  # a digit first is refused (the lab's own rule allows it)
 
     def menu(self, kind: str) -> tuple[str, ...]:
         """The allowed values of one menu kind (see MENU_FIELDS), in the cloud's order."""
@@ -274,7 +276,9 @@ ALIBABA = Profile(
     ike_lifetime=(60, 86400),
     ipsec_lifetime=(180, 86400),
     ipsec_lifetime_kb=None,
-    tunnel_name_max=100,
+    tunnel_name_max=128,  # Name: 2-128 characters, a letter first (CreateVpnConnection)
+    tunnel_name_min=2,
+    name_starts_with_letter=True,
     max_mappings_per_gateway=cat.MAX_MAPPINGS_PER_GATEWAY,
     max_mappings_per_tunnel=None,
     health_check=True,
@@ -291,8 +295,9 @@ ALIBABA = Profile(
         "from Alibaba's API, not the notes",
         "DPD: on or off only; the lab uses a 30 s timeout and disconnect (clear)",
         "lifetimes: IkeLifetime/IpsecLifetime up to 86400 s (Alibaba's API), lab floor 60/180 s",
-        "defaults (AES-128, SHA1, DH2, PFS DH2), name length 100, mapping limit and health-check "
-        "ranges: not in the notes (Alibaba's console defaults / Tencent's limits)",
+        "defaults (AES-128, SHA1, DH2, PFS DH2), mapping limit and health-check ranges: not in "
+        "the notes (Alibaba's console defaults / Tencent's limits); the name rule (2-128 "
+        "characters, a letter first) is Alibaba's API's",
     ),
 )
 

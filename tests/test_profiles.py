@@ -196,9 +196,9 @@ def test_alibaba_rejects_with_named_messages():
     found = problems(spec("alibaba", negotiation_type="passive", dpd={"timeout": 45, "action": "retry"},
                           ike={"encryption": "AES-256-GCM-16", "integrity": "SM3", "dh_group": "DH20",
                                "sa_lifetime": 90000},
-                          ipsec={"pfs": "DH19"}, name="n" * 101))
+                          ipsec={"pfs": "DH19"}, name="n" * 129))
     assert found == [
-        "tunnels[0].name: at most 100 characters on the alibaba profile (got 101)",
+        "tunnels[0].name: at most 128 characters on the alibaba profile (got 129)",
         "tunnels[0].ike.encryption: AES-256-GCM-16 is not offered by the alibaba profile (offers AES-128, "
         "AES-192, AES-256, DES, 3DES)",
         "tunnels[0].ike.integrity: SM3 is not offered by the alibaba profile (offers MD5, SHA1, SHA256, "
@@ -350,3 +350,13 @@ def test_aws_profile_lab_gcm_ecp384(ipsec_lab):
     assert "integ-alg" not in ike
     child = next(iter(ike["child-sas"].values()))
     assert (child["encr-alg"], child.get("integ-alg")) == ("AES_GCM_16", None)
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("x", "tunnels[0].name: at least 2 characters on the alibaba profile (got 1)"),
+    ("1branch", "tunnels[0].name: must start with a letter on the alibaba profile (got '1branch')"),
+])
+def test_alibaba_names_follow_its_api(name, problem):
+    """Alibaba's Name: 2-128 characters, a letter first; Tencent's rule allows both."""
+    assert problems(spec("alibaba", name=name)) == [problem]
+    assert parse_spec(spec("tencent", name=name)).tunnels[0].name == name

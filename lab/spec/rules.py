@@ -111,6 +111,10 @@ def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:
     prof = profile_of(spec)
     if len(t.name) > prof.tunnel_name_max:
         yield f"{at}.name: at most {prof.tunnel_name_max} characters{prof.where()} (got {len(t.name)})"
+    if len(t.name) < prof.tunnel_name_min:
+        yield f"{at}.name: at least {prof.tunnel_name_min} characters{prof.where()} (got {len(t.name)})"
+    if prof.name_starts_with_letter and not t.name[:1].isalpha():
+        yield f"{at}.name: must start with a letter{prof.where()} (got {t.name!r})"
     if not is_documentation(t.customer_gateway.public_ip):
         yield f"{at}.customer_gateway.public_ip: {t.customer_gateway.public_ip} must be in a " \
               f"documentation range ({DOCUMENTATION_TEXT})"
