@@ -45,6 +45,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lab.ranges import is_private_wan
+
 # The reasons, in a network engineer's words (the matrix's expected outcomes use the same).
 PROPOSAL_IKE = "ike proposal mismatch"
 PROPOSAL_IPSEC = "ipsec proposal mismatch"
@@ -135,16 +137,19 @@ _LOOKUP = re.compile(r"looking for (?:pre-shared key )?peer configs matching (\S
                      r"\.\.\.(\S+?)\[([^\]]+)\]")
 # an initiator that authenticated the peer under an ID other than the one it expects (IKEv1)
 _ID_REFUSED = re.compile(r"IDir '([^']+)' does not match to '([^']+)'")
-_PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-                                                    "100.64.0.0/10"))
+
+
+def _address(value: str | None) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(value or "")
+    except ValueError:
+        return None
 
 
 def _private(value: str | None) -> bool:
-    try:
-        ip = ipaddress.IPv4Address(value or "")
-    except ValueError:
-        return False
-    return any(ip in net for net in _PRIVATE)
+    """An address ID behind NAT (the gateway's private WAN address)."""
+    ip = _address(value)
+    return ip is not None and is_private_wan(ip)
 
 
 def private_id_behind_nat(lines: Sequence[str], local_ids: Collection[str] = ()) -> str | None:
@@ -171,13 +176,6 @@ def private_id_behind_nat(lines: Sequence[str], local_ids: Collection[str] = ())
         if (m := _ID_REFUSED.search(line)) and _private(m.group(1)):
             return f"the peer authenticated as {m.group(1)}, a private address, not {m.group(2)}"
     return None
-
-
-def _address(value: str) -> ipaddress.IPv4Address | None:
-    try:
-        return ipaddress.IPv4Address(value)
-    except ValueError:
-        return None
 
 
 def classify(initiate_log: Iterable[str], events: Events, failure: str = "",

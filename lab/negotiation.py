@@ -97,9 +97,7 @@ def initiate_tunnel(lab: Lab, tunnel: str, timeout: float = ESTABLISH_TIMEOUT) -
             except InitiateFailed as exc:
                 raise TunnelFailed(tunnel, child, initiator, str(exc), exc.log,
                                    diagnose.log_messages(lab.log_path(responder)),
-                                   identity_hint(lab, tunnel),
-                                   {c.local_id for gw in lab.plan.gateways
-                                    for c in gw.connections}) from None
+                                   identity_hint(lab, tunnel), lab.plan.local_ids()) from None
         wait_children_up(next_event, set(children), time.monotonic() + timeout, responder)
 
 

@@ -201,6 +201,11 @@ class LabPlan:
         """A tunnel's cloud-side connection."""
         return next(c for c in self.cloud_of(tunnel).connections if c.tunnel == tunnel)
 
+    def local_ids(self) -> set[str]:
+        """The IDs the gateways are configured to identify by (what a diagnosis of an ID
+        mismatch compares the logs' IDs with)."""
+        return {c.local_id for g in self.gateways for c in g.connections}
+
 
 def check_lab_name(name: str) -> str:
     if not LAB_NAME.match(name):

@@ -27,21 +27,14 @@ from lab.spec.rules import check_rules
 from lab.swanctl import parse
 from lab.verify import algorithm_problems, dh_name
 from tests.conftest import EXAMPLES, ROOT
+from tests.test_spec import BASE as SPEC_BASE
 
 LIBIPSEC = Dataplane("libipsec", "test")
 HINT = "vpn_gateway.generation: newer offers it"
 NEWER_MATRIX = ROOT / "configs" / "matrix" / "newer-gateway.yaml"
 NEWER_EXAMPLE = EXAMPLES / "newer-gateway.yaml"
-BASE = {
-    "vpn_gateway": {"public_ip": "203.0.113.1", "vpc_cidr": "10.0.0.0/16"},
-    "tunnels": [{
-        "name": "t1",
-        "customer_gateway": {"public_ip": "198.51.100.2"},
-        "pre_shared_key": "k",
-        "spd_rules": [{"local": ["10.0.1.0/24"], "peer": ["192.168.1.0/24"]}],
-        "ike": {"version": "v2"},  # strongSwan has no GCM IKE cipher in IKEv1
-    }],
-}
+# the spec tests' base tunnel, on IKEv2: strongSwan has no GCM IKE cipher in IKEv1
+BASE = {**SPEC_BASE, "tunnels": [{**SPEC_BASE["tunnels"][0], "ike": {"version": "v2"}}]}
 
 
 def spec(generation: str | None = None, profile: str | None = None, **sections) -> dict:

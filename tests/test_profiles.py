@@ -21,17 +21,8 @@ from lab.spec import parse_spec
 from lab.spec.rules import unsupported
 from lab.verify import algorithm_problems, algorithms
 from tests.conftest import EXAMPLES
-from tests.test_spec import problems
+from tests.test_spec import BASE, problems
 
-BASE = {
-    "vpn_gateway": {"public_ip": "203.0.113.1", "vpc_cidr": "10.0.0.0/16"},
-    "tunnels": [{
-        "name": "t1",
-        "customer_gateway": {"public_ip": "198.51.100.2"},
-        "pre_shared_key": "k",
-        "spd_rules": [{"local": ["10.0.1.0/24"], "peer": ["192.168.1.0/24"]}],
-    }],
-}
 AWS_CIPHERS = "AES-128, AES-256, AES-128-GCM-16, AES-256-GCM-16"
 
 

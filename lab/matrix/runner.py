@@ -290,7 +290,7 @@ class LabRig:
                 events = self.case_logs(n)
                 reason, evidence = cls.classify(
                     initiate_log, events, failure, timed_out=timed_out,
-                    local_ids={c.local_id for gw in plan.gateways for c in gw.connections})
+                    local_ids=plan.local_ids())
                 outcome = reason or ERROR
                 detail = failure if reason is None else f"{reason}: {evidence}"
                 log_lines = cls.transcript(initiate_log, events, initiator, responder)
@@ -394,7 +394,7 @@ class LabRig:
             seen = counts.get("counts", {})
             if counts.get("leaked"):
                 problems.append(f"wire: marker in clear: {counts['leaked'][:2]}")
-            null = plan.gateways[0].connections[0].esp_proposal.startswith("null")
+            null = _esp_null(plan)
             if counts.get("readable") and not null:  # a cipher that did not encrypt
                 problems.append(f"wire: marker readable inside ESP: {counts['readable'][:2]}")
             if null and not counts.get("readable"):  # ESP NULL: integrity only, the payload shows
@@ -458,10 +458,14 @@ def _describe(negotiated: dict[str, Any], plan: LabPlan, wire: bool) -> str:
     text = (f"IKEv{ike.get('version')} {ike.get('encr-alg')}/{ike.get('encr-keysize', '-')} "
             f"{ike.get('integ-alg')} {ike.get('dh-group')}; {len(plan.probes)} mapping(s) verified "
             "on both ends and by ICMP echo")
-    null = plan.gateways[0].connections[0].esp_proposal.startswith("null")
     return text + (("; wire: ESP only, no marker outside it" + (
-        " (ESP NULL: the payload readable inside, integrity only)" if null else ""))
+        " (ESP NULL: the payload readable inside, integrity only)" if _esp_null(plan) else ""))
         if wire else "")
+
+
+def _esp_null(plan: LabPlan) -> bool:
+    """The case's ESP authenticates without encrypting: its markers show inside ESP."""
+    return plan.gateways[0].connections[0].esp_proposal.startswith("null")
 
 
 def plan_tunnel(base: LabSpec, case: Case) -> Tunnel:

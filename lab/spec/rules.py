@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from lab import catalogue as cat
 from lab import profiles
-from lab.ranges import DOCUMENTATION_TEXT, is_documentation
+from lab.ranges import DOCUMENTATION_TEXT, is_documentation, is_private_wan
 from lab.spec.model import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel, location, message
 
 
@@ -75,10 +75,6 @@ def _gateway_rules(spec: LabSpec) -> Iterator[str]:
 
 
 
-PRIVATE_WAN = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
-                                                        "192.168.0.0/16", "100.64.0.0/10"))
-
-
 def _nat_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
     nat = t.customer_gateway.behind_nat
     if nat is None:
@@ -89,7 +85,7 @@ def _nat_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
               f"(got {t.negotiation_type})"
     where = f"{at}.customer_gateway.behind_nat.private_ip"
     ip = nat.private_ip
-    if not any(ip in n for n in PRIVATE_WAN):
+    if not is_private_wan(ip):
         yield f"{where}: {ip} must be a private address (10/8, 172.16/12, 192.168/16 or the " \
               "carrier-grade NAT range 100.64/10): the address behind the NAT"
         return
