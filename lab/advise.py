@@ -246,10 +246,12 @@ def _field(conn: CustomerConnection, key: str, child: CustomerChild | None = Non
     return f"conn {conn.name}: {key}= (from {where})"
 
 
-def connections_to_cloud(config: CustomerConfig, spec: LabSpec) -> list[CustomerConnection]:
-    """The customer's connections meant for the spec's (first) cloud tunnel."""
-    gw_ip = str(spec.vpn_gateway.public_ip)
-    return _relevant(config, gw_ip, _cloud_id(spec.tunnels[0].ike.local_id, gw_ip))
+def connections_to_cloud(config: CustomerConfig, spec: LabSpec,
+                         tunnel: int = 0) -> list[CustomerConnection]:
+    """The customer's connections meant for the spec's cloud tunnel `tunnel` (the first)."""
+    t = spec.tunnels[tunnel]
+    gw_ip = str(spec.vpn_gateway.ip_of(t.vpn_gateway))
+    return _relevant(config, gw_ip, _cloud_id(t.ike.local_id, gw_ip))
 
 
 def _relevant(config: CustomerConfig, gw_ip: str,
@@ -269,7 +271,7 @@ def advise(spec: LabSpec, customer: CustomerConfig, tunnel_name: str | None = No
     index, t = pick_tunnel(spec, tunnel_name)
     out = _Collector()
     at = f"tunnels[{index}]"
-    gw_ip = str(spec.vpn_gateway.public_ip)
+    gw_ip = str(spec.vpn_gateway.ip_of(t.vpn_gateway))
     cgw_ip = str(t.customer_gateway.public_ip)
     cloud_local = _cloud_id(t.ike.local_id, gw_ip)
     cloud_peer = _cloud_id(t.ike.peer_id, cgw_ip)

@@ -50,6 +50,9 @@ class EspCounters:
         self.nodes = list(dict.fromkeys(
             gw.node for t in tunnels for gw in (lab.plan.cloud_of(t), lab.plan.customer_of(t))))
         self.kernel = lab.state.dataplane == "kernel"
+        # a user's own config names its connections itself: its IKE_SAs are the tunnel's by peer
+        self.by_peer = {} if lab.customer.kind == "generated" else {
+            (lab.plan.customer_of(t).node, str(lab.plan.cloud_of(t).public_ip)): t for t in tunnels}
         self._before: Sample = {}
         self._xfrm_before: dict[str, dict[str, int]] = {}
 
@@ -80,12 +83,14 @@ class EspCounters:
             except (LabError, OSError, TimeoutError, ValueError):
                 continue  # a daemon that does not answer is a row of its own in the check
             for sa in sas:
-                if sa.get("name") not in self.tunnels:
+                tunnel = sa.get("name") if sa.get("name") in self.tunnels else \
+                    self.by_peer.get((node, str(sa.get("remote-host"))))
+                if tunnel is None:
                     continue
                 for child in (sa.get("child-sas") or {}).values():
                     if str(child.get("name", "")).endswith("-hc"):
                         continue  # the health check's own CHILD_SA carries no probe
-                    key = (node, str(sa["name"]), str(child.get("uniqueid")))
+                    key = (node, str(tunnel), str(child.get("uniqueid")))
                     sample[key] = (int(child.get("packets-in", 0)), int(child.get("packets-out", 0)))
         return sample
 

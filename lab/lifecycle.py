@@ -95,7 +95,7 @@ def _bring_up(name: str, spec: LabSpec, backend: Backend, why: str, customer: Cu
     state.time_scale = time_scale
     state.save()
     try:
-        lab = Lab(state, plan, spec, backend, customer)
+        lab = Lab(state, plan, customer.placement().as_placed(spec), backend, customer)
         customer.save(state.dir)
         materialise(plan, state, progress)
         start_nat(lab, progress)
@@ -176,7 +176,8 @@ def attach(name: str = "default") -> Lab:
     customer = restore_customer(state.dir)
     plan = build_plan(spec, name, Dataplane(state.dataplane, state.dataplane_reason), tuning,
                       state.time_scale, customer.placement())
-    return Lab(state, plan, spec, get_backend(state.backend), customer)
+    return Lab(state, plan, customer.placement().as_placed(spec), get_backend(state.backend),
+               customer)
 
 
 def down(name: str = "default", progress: Progress = lambda _: None) -> list[str]:

@@ -17,6 +17,7 @@ from lab.dataplane import Dataplane
 from lab.dpd import DpdSchedule, dpd_schedule, retransmit_for
 from lab.errors import LabError
 from lab.spec import Cidr, IkeOptions, IpsecOptions, LabSpec, Tunnel
+from lab.spec.model import BehindNat
 from lab.spec.rules import unsupported
 
 Role = Literal["vpc-host", "vpn-gateway", "internet", "customer-gateway", "idc-host", "switch",
@@ -352,6 +353,14 @@ class DaemonTuning:
     retransmit: tuple[float, float, int] | None = (1.0, 1.4, 2)
 
 
+def nat_router_address(private_ip: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+    """The NAT router's inside address: the first of the gateway's /24, or the last when the
+    gateway itself has the first (a router-style `left=192.168.0.1`)."""
+    inside = ipaddress.IPv4Network(f"{private_ip}/24", strict=False)
+    first = inside.network_address + 1
+    return first if private_ip != first else inside.broadcast_address - 1
+
+
 @dataclass(frozen=True)
 class CustomerPlacement:
     """How the first customer gateway runs when it is not the lab's own: the user's config may
@@ -360,6 +369,34 @@ class CustomerPlacement:
 
     address: ipaddress.IPv4Address | None = None  # its WAN address, when not the spec's
     own_daemon_settings: bool = False  # no aggressive-PSK or retransmit setting of the lab's
+    # A user's config with real addresses, run as written (lab.customer.own): they replace the
+    # spec's documentation addresses on both ends, inside the lab's own namespaces only.
+    customer_ip: ipaddress.IPv4Address | None = None  # public: the gateway (or its NAT) there
+    private_ip: ipaddress.IPv4Address | None = None  # private WAN: behind the lab's NAT router
+    cloud_ip: ipaddress.IPv4Address | None = None  # the cloud gateway the config names
+    tunnel: int = 0  # which tunnel's addresses they are (a lab: the first; `advise --tunnel`)
+
+    def as_placed(self, spec: LabSpec) -> LabSpec:
+        """`spec` with the first tunnel's addresses where the user's config puts them. Not
+        validated against the spec rules (they keep hand-written specs to documentation
+        ranges): the config's own addresses are what the lab was asked to run."""
+        if self.customer_ip is None and self.private_ip is None and self.cloud_ip is None:
+            return spec
+        t = spec.tunnels[self.tunnel]
+        gw = spec.vpn_gateway
+        if self.cloud_ip is not None:
+            key = "public_ip" if t.vpn_gateway == "primary" else "secondary_public_ip"
+            gw = gw.model_copy(update={key: self.cloud_ip})
+        cg = t.customer_gateway
+        if self.customer_ip is not None:
+            cg = cg.model_copy(update={"public_ip": self.customer_ip})
+        if self.private_ip is not None:
+            nat = cg.behind_nat.model_copy(update={"private_ip": self.private_ip}) \
+                if cg.behind_nat is not None else BehindNat(private_ip=self.private_ip)
+            cg = cg.model_copy(update={"behind_nat": nat})
+        tunnels = list(spec.tunnels)
+        tunnels[self.tunnel] = t.model_copy(update={"customer_gateway": cg})
+        return spec.model_copy(update={"vpn_gateway": gw, "tunnels": tunnels})
 
 
 def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
@@ -372,6 +409,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
     tunnel's customer gateway (a user's own config is for exactly one tunnel).
     """
     placement = placement or CustomerPlacement()
+    spec = placement.as_placed(spec)
     if not 0 < time_scale <= 1:
         raise LabError(f"--time-scale: must be > 0 and <= 1 (got {time_scale})")
     check_lab_name(name)
@@ -456,7 +494,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         else:  # the gateway's WAN is private; its NAT router holds the public address
             router = Node(f"nat{i}", "nat-router", forwarding=True)
             inside = ipaddress.IPv4Network(f"{nat.private_ip}/24", strict=False)
-            router_ip = inside.network_address + 1
+            router_ip = nat_router_address(nat.private_ip)
             router.nat = SourceNat(inside, cgw_addr, nat.private_ip, nat.inbound, nat.udp_timeout)
             nodes.append(router)
             wan(router, cgw_addr, f"p-cgw{i}")

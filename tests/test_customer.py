@@ -142,15 +142,6 @@ def test_fit_takes_subnets_and_address_from_the_config():
     assert run.public_ip is None and any("spec's customer_gateway.public_ip" in n for n in run.notes)
 
 
-def test_a_real_public_or_private_address_is_refused_with_what_to_do(tmp_path):
-    conf = tmp_path / "ipsec.conf"
-    conf.write_text("conn a\n  left=10.20.30.40\n  right=203.0.113.1\n  authby=secret\n"
-                    "  leftsubnet=192.168.1.0/24\n  rightsubnet=10.0.1.0/24\n  auto=add\n")
-    run = OwnConfig.load(conf)
-    with pytest.raises(LabError, match="private address.*%defaultroute"):
-        run.fit(load_spec(SHANGHAI))
-
-
 # -- swanctl.conf read by strongSwan's own swanctl ---------------------------------------------
 # The file of the issue: sections opened with a setting on the same line, closed after a setting.
 ONE_LINE = """connections {

@@ -32,8 +32,8 @@ def _spec(**nat) -> dict:
     ({"private_ip": "192.168.1.5"}, "tunnels[0].customer_gateway.behind_nat.private_ip: its /24 "
                                     "(192.168.1.0/24) overlaps 192.168.1.0/24, a range the tunnel "
                                     "carries"),
-    ({"private_ip": "172.16.0.1"}, "tunnels[0].customer_gateway.behind_nat.private_ip: 172.16.0.1 "
-                                   "is the network, broadcast or NAT router address"),
+    ({"private_ip": "172.16.0.255"}, "tunnels[0].customer_gateway.behind_nat.private_ip: "
+                                     "172.16.0.255 is the network or broadcast address"),
     ({"inbound": False}, "tunnels[0].customer_gateway.behind_nat.inbound: false lets nothing in"),
     ({"udp_timeout": 2}, "tunnels[0].customer_gateway.behind_nat.udp_timeout"),
 ])

@@ -15,8 +15,9 @@ from rich.table import Table
 
 from lab.advise import advise, mss_note
 from lab.cli.console import err, out
-from lab.cloudapi import export_tunnel_with_notes, import_tunnel, modification_body
+from lab.cloudapi import export_tunnel_with_notes, import_tunnel, modification_body, pick_tunnel
 from lab.cloudmodify import apply_modification
+from lab.customer.addresses import place
 from lab.errors import LabError, read_text, read_yaml
 from lab.files import write_private
 from lab.ipsecconf import load_customer_config
@@ -151,6 +152,13 @@ def advise_command(
     """Compare a customer's strongSwan configuration with the cloud tunnel, before anything runs."""
     loaded = load_spec(spec)
     config = load_customer_config(customer_config, secrets)
+    index, _ = pick_tunnel(loaded, tunnel)
+    try:  # the config's real addresses stand for the spec's, as `up --customer-config` runs them
+        found = place(loaded, config, str(customer_config), index)
+        config.notes += found.notes
+        loaded = found.placement().as_placed(loaded)
+    except LabError as exc:
+        config.notes.append(f"{exc} (compared with the spec's addresses)")
     items = advise(loaded, config, tunnel)
     note = mss_note(loaded, tunnel)
     errors = sum(a.severity == "error" for a in items)

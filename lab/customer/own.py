@@ -42,13 +42,13 @@ from lab import ipsecconf as ic
 from lab.advise import advise, connections_to_cloud
 from lab.control import InitiateFailed
 from lab.customer import own_check
+from lab.customer.addresses import ConfigAddresses, place
 from lab.customer.translate import merge_strongswan_conf, settings_text, translate_ipsec_conf
 from lab.errors import LabError, read_text
 from lab.files import write_private
 from lab.ipsecconf import swanctl_view
 from lab.negotiation import lab_config, mechanism, start_trigger
 from lab.plan import CustomerPlacement
-from lab.ranges import DOCUMENTATION_TEXT, is_documentation
 from lab.spec import LabSpec
 from lab.starter import checked as starter_checked
 from lab.swanctl import parse, shared_secrets
@@ -86,6 +86,12 @@ class OwnConfig:
     strongswan_conf_path: str | None = None
     how: str = ""
     public_ip: str | None = None  # the customer gateway's address taken from the config
+    # real addresses of the config, run as written (lab.plan.CustomerPlacement)
+    customer_ip: str | None = None
+    private_ip: str | None = None
+    cloud_ip: str | None = None
+    spec_cloud_ip: str = ""  # the spec's addresses they stand for, for reports
+    spec_customer_ip: str = ""
     notes: list[str] = field(default_factory=list)
     advice: list[dict[str, Any]] = field(default_factory=list)  # lab.advise at `up`
     attempts: list[dict[str, Any]] = field(default_factory=list)  # initiations at `up`
@@ -150,8 +156,9 @@ class OwnConfig:
 
     # -- topology --------------------------------------------------------------------------
     def relevant(self, spec: LabSpec) -> list[ic.CustomerConnection]:
+        """The config's connections to the cloud tunnel, at the addresses the lab runs."""
         assert self.view is not None
-        return connections_to_cloud(self.view, spec)
+        return connections_to_cloud(self.view, self.placement().as_placed(spec))
 
     def fit(self, spec: LabSpec) -> LabSpec:
         """The spec with the IDC ranges the config protects (the address is the placement's).
@@ -160,8 +167,14 @@ class OwnConfig:
             raise LabError("--customer-config: the spec must hold exactly one tunnel (the cloud "
                            f"tunnel this customer config is for); it has {len(spec.tunnels)}")
         t = spec.tunnels[0]
+        assert self.view is not None
+        found = place(spec, self.view, self.config_path)
+        self.public_ip, self.customer_ip = found.public_ip, found.customer_ip
+        self.private_ip, self.cloud_ip = found.private_ip, found.cloud_ip
+        self.notes += found.notes
+        self.spec_cloud_ip = str(spec.vpn_gateway.ip_of(t.vpn_gateway))
+        self.spec_customer_ip = str(t.customer_gateway.public_ip)
         conns = self.relevant(spec)
-        self.public_ip = self._public_ip(spec, conns)
         ranges: list[ipaddress.IPv4Network] = list(t.customer_gateway.idc_cidrs)
         for conn in conns:
             for child in conn.children:
@@ -182,50 +195,31 @@ class OwnConfig:
         data["customer_gateway"] = {**data["customer_gateway"], "idc_cidrs": ranges}
         fitted = LabSpec(vpn_gateway=spec.vpn_gateway, tunnels=[type(t).model_validate(data)])
         assert self.view is not None
-        self.advice = [a.to_json() for a in advise(fitted, self.view)]
+        self.advice = [a.to_json() for a in advise(self.placement().as_placed(fitted), self.view)]
         return fitted
 
-    def _public_ip(self, spec: LabSpec, conns: list[ic.CustomerConnection]) -> str | None:
-        spec_ip = spec.tunnels[0].customer_gateway.public_ip
-        for conn in conns:
-            for value in conn.local_addrs:
-                if value in ("%any", "%defaultroute", "%any4", "0.0.0.0/0", "0.0.0.0"):
-                    continue
-                try:
-                    ip = ipaddress.IPv4Address(value)
-                except ValueError:
-                    raise LabError(
-                        f"{self.config_path}: connection {conn.name}: local address {value!r} is "
-                        "not an IPv4 address the lab can give your gateway; write the address, or "
-                        "%any/%defaultroute and set tunnels[0].customer_gateway.public_ip in the "
-                        "spec") from None
-                if ip == spec.vpn_gateway.public_ip:
-                    raise LabError(f"{self.config_path}: connection {conn.name}: your local address "
-                                   f"{ip} is the cloud gateway's (vpn_gateway.public_ip)")
-                if not is_documentation(ip):
-                    kind = "a private address (behind NAT?)" if ip.is_private else \
-                        "not in a documentation range"
-                    raise LabError(
-                        f"{self.config_path}: connection {conn.name}: your local address {ip} is "
-                        f"{kind}; the lab only puts {DOCUMENTATION_TEXT} on its links (and has no "
-                        "NAT). Use such an address in a copy "
-                        "of the config (and in the spec's customer_gateway.public_ip), or "
-                        "left=%defaultroute / local_addrs = %any to take the spec's")
-                if ip != spec_ip:
-                    self.notes.append(
-                        f"your gateway is at {ip} (from connection {conn.name}); the cloud tunnel "
-                        f"expects the customer gateway at {spec_ip} (spec): the lab keeps both as "
-                        "written")
-                return str(ip)
-        self.notes.append(f"your config does not name its own address: the customer gateway is at "
-                          f"{spec_ip} (the spec's customer_gateway.public_ip)")
-        return None
-
     def placement(self) -> CustomerPlacement:
-        """The gateway at the config's own address; daemon-wide settings left to the user's
-        strongswan.conf."""
-        address = ipaddress.IPv4Address(self.public_ip) if self.public_ip else None
-        return CustomerPlacement(address=address, own_daemon_settings=True)
+        """The gateway at the config's own address (real ones on both ends); daemon-wide
+        settings left to the user's strongswan.conf."""
+        return self._found().placement(own_daemon_settings=True)
+
+    def _found(self) -> ConfigAddresses:
+        return ConfigAddresses(self.public_ip, self.customer_ip, self.private_ip, self.cloud_ip)
+
+    def addresses(self, lab: Lab) -> str | None:
+        """For reports: the addresses as the user's config has them beside the spec's, when the
+        lab runs the config's own."""
+        if not self._found().real:
+            return None
+        t = lab.spec.tunnels[0]
+        cloud, cust = lab.plan.cloud_of(t.name), lab.plan.customer_of(t.name)
+        parts = [f"cloud gateway {cloud.public_ip} (spec: {self.spec_cloud_ip})"]
+        if self.private_ip is not None:
+            parts.append(f"customer gateway {self.private_ip} behind NAT, seen as "
+                         f"{cust.public_ip} (spec: {self.spec_customer_ip})")
+        else:
+            parts.append(f"customer gateway {cust.public_ip} (spec: {self.spec_customer_ip})")
+        return "your config's addresses, in the lab's own namespaces only: " + "; ".join(parts)
 
     # -- files and state ---------------------------------------------------------------------
     def gateway_files(self, rendered: dict[str, str]) -> dict[str, str]:
@@ -353,7 +347,8 @@ class OwnConfig:
         """Both ends, CHILD_SAs matched by traffic selectors (the user's names are theirs);
         failures explained from the daemons' logs and the static advice."""
         own_check.control_plane(lab, report, tunnel, rekey, described=self.describe(),
-                                attempts=self.attempts, advice=self.advice)
+                                attempts=self.attempts, advice=self.advice,
+                                addresses=self.addresses(lab))
 
 
 def _attempt(node: str, what: str, ok: bool, message: str, log: list[str] | None = None) -> dict:

@@ -37,15 +37,20 @@ REASON_TOPICS: dict[str, tuple[str, ...]] = {
 
 
 def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool, *, described: str,
-                  attempts: list[dict[str, Any]], advice: list[dict[str, Any]]) -> None:
+                  attempts: list[dict[str, Any]], advice: list[dict[str, Any]],
+                  addresses: str | None = None) -> None:
     """`described`: the user's config in one line; `attempts`: the initiations made at `up`;
-    `advice`: the static advice recorded at `up`."""
+    `advice`: the static advice recorded at `up`; `addresses`: the config's real addresses
+    beside the spec's, when the lab runs those."""
     t = lab.spec.tunnel(tunnel)
     cloud, cust = lab.plan.cloud_of(tunnel), lab.plan.customer_of(tunnel)
     conn = next(c for c in cloud.connections if c.tunnel == tunnel)
     mappings = t.mappings()
     report.add("*", f"{cust.node} (customer)", "config", "customer configuration", True,
                described, info=True)
+    if addresses:
+        report.add("*", f"{cust.node} (customer)", "config", "addresses", True, addresses,
+                   info=True)
     sas = _settled(lab, cloud.node, cust.node, mappings)
     before = len(report.findings)
     if rekey and conn.version == 2:
@@ -57,7 +62,7 @@ def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool, *, de
                 report.add(tunnel, f"{cloud.node} (cloud)", "control", "CHILD_SA rekey", False,
                            str(exc))
             sas = _settled(lab, cloud.node, cust.node, mappings)
-    peer_of = {cloud.node: str(cust.public_ip), cust.node: str(lab.spec.vpn_gateway.public_ip)}
+    peer_of = {cloud.node: str(cust.public_ip), cust.node: str(cloud.public_ip)}
     for gw, name in ((cloud, tunnel), (cust, None)):
         ikes = vf.established_ikes(sas[gw.node], name, peer_of[gw.node])
         subject = f"{gw.node} ({gw.side})"

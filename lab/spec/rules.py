@@ -90,9 +90,9 @@ def _nat_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
               "carrier-grade NAT range 100.64/10): the address behind the NAT"
         return
     wan = ipaddress.IPv4Network(f"{ip}/24", strict=False)
-    if ip in (wan.network_address, wan.broadcast_address) or ip == wan.network_address + 1:
-        yield f"{where}: {ip} is the network, broadcast or NAT router address of its /24 " \
-              f"({wan}, router {wan.network_address + 1}); pick another host address"
+    if ip in (wan.network_address, wan.broadcast_address):
+        yield f"{where}: {ip} is the network or broadcast address of its /24 ({wan}); pick a " \
+              "host address"
     inside = [spec.vpn_gateway.vpc_cidr, *t.customer_gateway.idc_cidrs,
               *(c for _, peer in t.mappings() for c in [peer])]
     for cidr in inside:

@@ -86,6 +86,17 @@ def _free(subnet: ipaddress.IPv4Network, used: set[ipaddress.IPv4Address], count
     raise LabError(f"{what}: {subnet} has no free address left for Docker's reserved gateway")
 
 
+def wan_block(ip: ipaddress.IPv4Address) -> ipaddress.IPv4Network:
+    """A gateway's uplink range: its /29, or the narrowest wider block in which it is a host
+    address (a real address can be the network or broadcast address of its /29, which Docker
+    cannot assign)."""
+    for prefix in range(WAN_BLOCK, 7, -1):
+        block = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
+        if ip not in (block.network_address, block.broadcast_address):
+            return block
+    raise LabError(f"{ip}: no uplink range holds it as a host address")
+
+
 def segments(plan: LabPlan) -> list[Segment]:
     """The Docker networks for a plan, deterministic (the compose file is this, written out)."""
     nodes = {n.name: n for n in plan.nodes}
@@ -101,7 +112,12 @@ def segments(plan: LabPlan) -> list[Segment]:
     public = {n.name: n.iface(WAN).addresses[0].ip for n in gateways}
     blocks: dict[ipaddress.IPv4Network, list[str]] = {}
     for n in gateways:
-        block = ipaddress.IPv4Network(f"{public[n.name]}/{WAN_BLOCK}", strict=False)
+        block = wan_block(public[n.name])
+        near = next((b for b in blocks if b.overlaps(block)), block)
+        if near != block:  # a wider block around a real address takes the other in
+            wider = near if near.prefixlen <= block.prefixlen else block
+            blocks[wider] = blocks.pop(near)
+            block = wider
         blocks.setdefault(block, []).append(n.name)
     out: list[Segment] = []
     for block, members in blocks.items():
