@@ -132,6 +132,11 @@ IPSEC_LIFETIME_KB_RANGE = (2560, 4294967295)
 HEALTH_INTERVAL_MS = (1000, 5000)
 HEALTH_THRESHOLD = (3, 8)
 HEALTH_TIMEOUT_MS = (10, 5000)
+# What a failed health check does to the tunnel's routes (Alibaba's HealthCheckConfig.Policy):
+# revoke_route withdraws them (the default, and what Tencent's health check always does),
+# reserve_route keeps them, so traffic stays on the tunnel whose check failed.
+REVOKE_ROUTE, RESERVE_ROUTE = "revoke_route", "reserve_route"
+HEALTH_POLICIES = (REVOKE_ROUTE, RESERVE_ROUTE)
 
 # API defaults (CreateVpnConnection).
 DEFAULT_IKE_ENCRYPTION = "3DES"

@@ -11,6 +11,11 @@ onto the secondary while the primary is unhealthy and the secondary healthy, and
 primary is healthy again; the worst-case outage is interval x threshold + timeout (plus the route
 change).
 
+A tunnel's health-check policy (Alibaba's HealthCheckConfig.Policy) says what its failed check does
+to its routes: revoke_route withdraws them, as Tencent's check always does (policy None);
+reserve_route keeps them, so a tunnel whose check failed still holds the traffic and nothing is
+moved away from it (`keeps_routes`, `route_holder`).
+
 Probes run in threads that enter the gateway's network namespace (setns is per thread), so the
 same code serves namespaces and containers.
 """
@@ -27,10 +32,23 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute, netns
 
+from lab import catalogue as cat
 from lab.plan import LAN
 from lab.running import Lab
 
 HOLD_DOWN_PROBES = 5
+
+
+def keeps_routes(healthy: bool, policy: str | None) -> bool:
+    """Whether a tunnel's routes stay in place: while its check passes, and after it failed
+    only under reserve_route (revoke_route, or no policy as on Tencent, withdraws them)."""
+    return healthy or policy == cat.RESERVE_ROUTE
+
+
+def route_holder(primary: str, secondary: str, keeps: dict[str, bool]) -> str:
+    """The tunnel the VPC's and IDC's routes point at: the primary while it keeps its routes or
+    the secondary has none to offer either, else the secondary."""
+    return primary if keeps[primary] or not keeps[secondary] else secondary
 
 
 def _checksum(data: bytes) -> int:
@@ -147,9 +165,8 @@ class Failover:
 
     def _decide(self, _: Transition) -> None:
         with self._lock:
-            primary_ok = self.checkers[self.primary].healthy
-            secondary_ok = self.checkers[self.secondary].healthy
-            want = self.primary if primary_ok or not secondary_ok else self.secondary
+            keeps = {name: keeps_routes(c.healthy, c.hc.policy) for name, c in self.checkers.items()}
+            want = route_holder(self.primary, self.secondary, keeps)
             if want != self.active:
                 self._route_via(want)
                 self.active = want

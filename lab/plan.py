@@ -117,12 +117,17 @@ class Connection:
     psk: str
     # the spread strongSwan draws a renegotiation's start from; None: its default (over_time for
     # an IKE_SA, life_time - rekey_time for a CHILD_SA). Set only where a time scale widened the
-    # margin (see `_margins`), so that the widened margin does not also spread the start.
+    # margin (see `_margins`), so that the widened margin does not also spread the start, and
+    # where the cloud's rekey fuzz sets the CHILD_SA's spread.
     ike_rand_time: int | None = None
     child_rand_time: int | None = None
+    # the CHILD_SAs' inbound anti-replay window in packets (a cloud setting such as AWS's
+    # ReplayWindowSize); None: strongSwan's own, not written
+    replay_window: int | None = None
 
 
-def _margins(life: int, time_scale: float) -> tuple[int, int, int | None]:
+def _margins(life: int, time_scale: float, margin: int | None = None,
+             fuzz: int | None = None) -> tuple[int, int, int | None]:
     """(rekey time, hard-lifetime margin, start spread) of an SA of `life` seconds.
 
     strongSwan renegotiates at 90% of the lifetime. When `time_scale` shrinks a 60 s IKE_SA to
@@ -130,11 +135,19 @@ def _margins(life: int, time_scale: float) -> tuple[int, int, int | None]:
     guest, and a late reauthentication takes the SA's CHILD_SAs down at the hard lifetime (seen
     in the VM harness). The margin then keeps SCALED_MARGIN seconds: the rekey starts when it
     would have, the hard end moves out, and the report states the longer lifetime.
+
+    A cloud's own rekey timing (AWS's RekeyMarginTimeSeconds and RekeyFuzzPercentage, as
+    ipsec.conf's margintime and rekeyfuzz) replaces the tenth: `margin` seconds (already scaled)
+    before the end, the start spread over `fuzz` percent of it (None: strongSwan's own spread,
+    the whole margin, which is AWS's 100 %). A time scale keeps SCALED_MARGIN to the hard end
+    here too, without widening the spread.
     """
-    rekey, margin = life * 9 // 10, life - life * 9 // 10
-    if time_scale >= 1 or margin >= SCALED_MARGIN:
-        return rekey, margin, None
-    return rekey, SCALED_MARGIN, margin
+    own = life - life * 9 // 10 if margin is None else min(margin, life - 1)
+    rekey = life - own
+    spread = None if fuzz is None else own * fuzz // 100
+    if time_scale >= 1 or own >= SCALED_MARGIN:
+        return rekey, own, spread
+    return rekey, SCALED_MARGIN, own if spread is None else spread
 
 
 @dataclass
@@ -280,7 +293,13 @@ def _connection(
     life_bytes = max(65536, round(ipsec.sa_lifetime_kb * 1024 * time_scale))
     ike_life, child_life = scaled(ike.sa_lifetime), scaled(ipsec.sa_lifetime)
     ike_rekey, ike_over, ike_rand = _margins(ike_life, time_scale)
-    child_rekey, child_margin, child_rand = _margins(child_life, time_scale)
+    # the cloud's own CHILD_SA rekey timing and replay window, on the cloud side only (the
+    # customer's options mirror the cloud's, but these time the cloud gateway's rekeys)
+    cloud_ipsec = tunnel.ipsec if side == "cloud" else None
+    margin = None if cloud_ipsec is None or cloud_ipsec.rekey_margin is None else \
+        max(1, round(cloud_ipsec.rekey_margin * time_scale))
+    child_rekey, child_margin, child_rand = _margins(
+        child_life, time_scale, margin, None if cloud_ipsec is None else cloud_ipsec.rekey_fuzz)
     # IKEv1 has no IKE_SA rekey, only reauthentication: when both ends reauthenticate at
     # the same lifetime strongSwan keeps both new IKE_SAs and they double every round, so the
     # customer side leaves it to the cloud side (rekey_time 0: no reauthentication of its own)
@@ -309,6 +328,7 @@ def _connection(
         psk=psk,
         ike_rand_time=None if v1_customer else ike_rand,
         child_rand_time=child_rand,
+        replay_window=None if cloud_ipsec is None else cloud_ipsec.replay_window,
     )
 
 

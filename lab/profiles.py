@@ -12,7 +12,12 @@ value unless the cloud's public API documents another.
 
 Tencent's VPN gateways come in two generations (`vpn_gateway.generation`): classic (the default,
 the menus above) and newer, whose menus add AES-GCM, ESP NULL and DH 15/16/19/20/21
-(`TENCENT_NEWER`). `get(name, generation)` picks one; the other clouds have one set of menus.
+(`TENCENT_NEWER`). `get(name, generation)` picks one; the other clouds have one set of menus
+(Alibaba's current API has one DH menu for every kind of IPsec connection, see `ALIBABA`).
+
+Some settings exist on one cloud only (AWS's rekey margin, rekey fuzz and replay window,
+Alibaba's health-check policy): a profile without them refuses them by field name, and the
+lab renders them only where they are set, so a spec without them renders as before.
 """
 
 from __future__ import annotations
@@ -59,6 +64,18 @@ ALIASES: dict[str, dict[str, str]] = {"negotiation_type": {"add": "passive", "st
 
 Range = tuple[int, int | None]  # inclusive; None: no upper bound
 
+# The lab's own floor under every profile's SA lifetimes (seconds): the catalogue's minimum (Tencent's
+# API range, 60 s for IKE and 180 s for IPsec SAs), which the spec's models apply to every profile.
+# strongSwan renegotiates with a tenth of the lifetime left; below the floor that is less time than a
+# negotiation takes on the lab's emulated gateways (see lab.plan._margins), and a lifetime of 0 (which
+# Alibaba's API accepts without saying what it does) has no strongSwan equivalent: rekey_time 0
+# means never renegotiate. A cloud whose API allows less is refused below it with both ranges named.
+LIFETIME_FLOOR = {"ike.sa_lifetime": cat.IKE_LIFETIME_RANGE[0],
+                  "ipsec.sa_lifetime": cat.IPSEC_LIFETIME_RANGE[0]}
+# Cloud-side rekey settings the lab renders only when set (AWS's names; lab.plan._connection).
+REKEY_FIELDS = {"rekey_margin": "rekey margin", "rekey_fuzz": "rekey fuzz",
+                "replay_window": "replay window"}
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -98,6 +115,24 @@ class Profile:
     generation: str | None = None  # which of GENERATIONS; None: the cloud has only one
     tunnel_name_min: int = 1
     name_starts_with_letter: bool = False  # a digit first is refused (the lab's own rule allows it)
+    # a health-check interval the cloud sets in coarser units (Alibaba: whole seconds), in ms
+    health_interval_step_ms: int = 1
+    # what a failed health check may do to the routes (cat.HEALTH_POLICIES); (): no choice, they
+    # are withdrawn (Tencent's NQA check moves the traffic, lab.health)
+    health_policies: tuple[str, ...] = ()
+    # cloud-side rekey settings (REKEY_FIELDS); None: the cloud has no such setting. The rekey
+    # margin is bounded by half of ipsec.sa_lifetime too (AWS's rule) where the profile has it.
+    rekey_margin: Range | None = None  # seconds before the CHILD_SA's end the cloud rekeys
+    rekey_fuzz: Range | None = None  # percent of the margin the rekey start is spread over
+    replay_window: Range | None = None  # packets of the inbound anti-replay window
+    # the cloud initiates IKEv1 too (negotiation_type active); False: IKEv2 only (AWS)
+    initiates_ikev1: bool = True
+    # the cloud API's name of a spec field, where messages name it (`ipsec.rekey_margin`: ...)
+    api_names: dict[str, str] = field(default_factory=dict)
+    # the cloud's defaults for settings the lab renders only when set (documented, not applied:
+    # unset, strongSwan's own timing is rendered, as it was before the setting existed)
+    cloud_defaults: dict[str, int] = field(default_factory=dict)
+    cloud: str = "Tencent Cloud"  # whose API, as messages name it
 
     def menu(self, kind: str) -> tuple[str, ...]:
         """The allowed values of one menu kind (see MENU_FIELDS), in the cloud's order."""
@@ -141,6 +176,17 @@ class Profile:
         """Suffix for limit messages: empty for the default profile (its messages are the
         console's own), else `on the NAME profile`."""
         return "" if self.name == DEFAULT else f" on the {self.name} profile"
+
+    def lifetime_bounds(self, spec_field: str) -> Range:
+        """The lifetime range the lab accepts: the cloud's, raised to the lab's floor."""
+        lo, hi = {"ike.sa_lifetime": self.ike_lifetime,
+                  "ipsec.sa_lifetime": self.ipsec_lifetime}[spec_field]
+        return max(lo, LIFETIME_FLOOR[spec_field]), hi
+
+    def api_name(self, spec_field: str) -> str:
+        """How messages name a field in the cloud's API: `Alibaba Cloud's IkeConfig.IkeLifetime`,
+        or `Alibaba Cloud's API` where the profile does not name it."""
+        return f"{self.cloud}'s {self.api_names.get(spec_field, 'API')}"
 
     def with_defaults(self, tunnel: Any) -> Any:
         """A tunnel's raw data with this profile's defaults in its omitted fields."""
@@ -217,8 +263,12 @@ TENCENT_NEWER = dataclasses.replace(
 
 _AWS_CIPHERS = ("AES-128", "AES-256", "AES-128-GCM-16", "AES-256-GCM-16")
 _AWS_HASHES = ("SHA1", "SHA256", "SHA384", "SHA512")
+# Sources: EC2 API Reference VpnTunnelOptionsSpecification (CreateVpnConnection) and
+# ModifyVpnTunnelOptionsSpecification; Site-to-Site VPN User Guide "Tunnel options for your
+# Site-to-Site VPN connection" and "Site-to-Site VPN tunnel initiation options".
 AWS = Profile(
     name="aws",
+    cloud="AWS",
     title="AWS Site-to-Site VPN tunnel options",
     ike_version=("v1", "v2"),
     exchange_mode=("main",),  # IKEv1 main mode only
@@ -239,16 +289,43 @@ AWS = Profile(
     max_mappings_per_gateway=None,
     max_mappings_per_tunnel=1,  # one LocalIpv4NetworkCidr/RemoteIpv4NetworkCidr pair per tunnel
     health_check=False,
+    rekey_margin=(60, None),  # RekeyMarginTimeSeconds: 60 to half of Phase2LifetimeSeconds
+    rekey_fuzz=(0, 100),  # RekeyFuzzPercentage
+    replay_window=(64, 2048),  # ReplayWindowSize
+    initiates_ikev1=False,  # StartupAction start: "supported for IKEv2 only"
+    api_names={"ipsec.rekey_margin": "RekeyMarginTimeSeconds",
+               "ipsec.rekey_fuzz": "RekeyFuzzPercentage",
+               "ipsec.replay_window": "ReplayWindowSize",
+               "negotiation_type": "StartupAction", "dpd.timeout": "DPDTimeoutSeconds"},
+    cloud_defaults={"ipsec.rekey_margin": 270, "ipsec.rekey_fuzz": 100,
+                    "ipsec.replay_window": 1024},
     defaults={
         "negotiation_type": "passive",  # StartupAction add
-        "dpd": {"timeout": 30, "action": "disconnect"},  # DPDTimeoutAction clear
+        "dpd": {"timeout": 40, "action": "disconnect"},  # DPDTimeoutAction clear
         "ike": {"version": "v1", "exchange_mode": "main", "encryption": "AES-128",
                 "integrity": "SHA1", "dh_group": "DH2", "sa_lifetime": 28800},
         "ipsec": {"encryption": "AES-128", "integrity": "SHA1", "pfs": "DH2", "sa_lifetime": 3600},
     },
     assumed=(
-        "defaults for one choice per menu: AWS's generic configuration (IKEv1, AES-128, SHA1, "
-        "DH2, PFS DH2, 28800/3600 s); AWS itself offers the whole menu by default",
+        "one value per menu, where AWS's default is the whole menu (AWS then takes the lowest "
+        "value the customer gateway also proposes): a spec field names the one algorithm the "
+        "tunnel negotiates, rendered as the cloud side's only proposal and compared by check "
+        "with what both daemons report; against a customer proposing one value from the menu "
+        "AWS's list negotiates that same value. The defaults are AWS's generic device "
+        "configuration's (IKEv1, AES-128, SHA1, DH2, PFS DH2, 28800/3600 s)",
+        "DPD timeout default 40 s: the tunnel-options guide and ModifyVpnTunnelOptionsSpecification "
+        "say 40 (the guide said 30 before and was changed; both explain 40 as the peer dead 30 s "
+        "after the first failed keep-alive), VpnTunnelOptionsSpecification still says 30. The "
+        "newer, explained value is taken; both allow 30 and up, so 30 stays valid",
+        "StartupAction start (negotiation_type active) only with IKEv2: AWS initiates IKE for "
+        "IKEv2 only (tunnel initiation options), so active with IKEv1 is refused",
+        "rekey margin, rekey fuzz, replay window: spec fields ipsec.rekey_margin (60 s to half of "
+        "ipsec.sa_lifetime), ipsec.rekey_fuzz (0-100 %), ipsec.replay_window (64-2048 packets), "
+        "on the cloud side's CHILD_SA (AWS documents them for phase 2). AWS's defaults (270 s, "
+        "100 %, 1024; the older guide said a 540 s margin) are not applied: unset, the lab "
+        "renders strongSwan's timing (rekey at 90 % of the lifetime) and window (32), as before",
+        "replay window: kernel-libipsec keeps a fixed 128-packet window whatever is set, so "
+        "ipsec.replay_window takes effect on the kernel dataplane only",
         "route-based: one traffic-selector pair per tunnel (LocalIpv4NetworkCidr/"
         "RemoteIpv4NetworkCidr), as one SPD mapping or destination routes",
         "tunnel name: AWS tunnels have none; the connection's Name tag allows 255 characters",
@@ -258,23 +335,28 @@ AWS = Profile(
 
 _ALI_CIPHERS = ("AES-128", "AES-192", "AES-256", "DES", "3DES")  # aes/aes192/aes256/des/3des
 _ALI_HASHES = ("MD5", "SHA1", "SHA256", "SHA384", "SHA512")
+_ALI_DH = _dh(1, 2, 5, 14)  # group1/2/5/14 (no group24 in the current API)
+# Sources: Alibaba Cloud VPC API 2016-04-28 CreateVpnConnection (IkeConfig, IpsecConfig, the
+# dual-tunnel TunnelOptionsSpecification, HealthCheckConfig), CreateVpnAttachment and
+# DescribeVpnConnections (VcoHealthCheck), as Alibaba's SDKs document them.
 ALIBABA = Profile(
     name="alibaba",
+    cloud="Alibaba Cloud",
     title="Alibaba Cloud VPN Gateway IPsec connection",
     ike_version=("v1", "v2"),
     exchange_mode=("main", "aggressive"),
     ike_encryption=_ALI_CIPHERS,
     ike_integrity=_ALI_HASHES,
-    dh_group=_dh(1, 2, 5, 14, 24),
+    dh_group=_ALI_DH,
     ipsec_encryption=_ALI_CIPHERS,
     ipsec_integrity=_ALI_HASHES,
-    pfs=("disable", *_dh(1, 2, 5, 14, 24)),
+    pfs=("disable", *_ALI_DH),
     negotiation_types={"active": "EffectImmediately=true", "traffic-triggered": "EffectImmediately=false"},
     dpd_actions={"disconnect": "disconnect"},
     communication_modes=("spd-policy", "destination-route"),
     dpd_timeout=None,  # DPD is on or off
-    ike_lifetime=(60, 86400),
-    ipsec_lifetime=(180, 86400),
+    ike_lifetime=(0, 86400),  # IkeLifetime; the lab's floor applies (LIFETIME_FLOOR)
+    ipsec_lifetime=(0, 86400),  # IpsecLifetime
     ipsec_lifetime_kb=None,
     tunnel_name_max=128,  # Name: 2-128 characters, a letter first (CreateVpnConnection)
     tunnel_name_min=2,
@@ -282,9 +364,19 @@ ALIBABA = Profile(
     max_mappings_per_gateway=cat.MAX_MAPPINGS_PER_GATEWAY,
     max_mappings_per_tunnel=None,
     health_check=True,
+    health_interval_ms=(1000, None),  # Interval, whole seconds; no range documented
+    health_threshold=(1, None),  # Retry; no range documented
+    health_interval_step_ms=1000,
+    health_policies=cat.HEALTH_POLICIES,
+    api_names={"ike.sa_lifetime": "IkeConfig.IkeLifetime",
+               "ipsec.sa_lifetime": "IpsecConfig.IpsecLifetime",
+               "health_check.interval_ms": "HealthCheckConfig.Interval, in seconds",
+               "health_check.threshold": "HealthCheckConfig.Retry",
+               "health_check.policy": "HealthCheckConfig.Policy"},
     defaults={
         "negotiation_type": "traffic-triggered",  # EffectImmediately defaults to false
         "dpd": {"timeout": 30, "action": "disconnect"},
+        "health_check": {"interval_ms": 3000, "threshold": 3, "policy": cat.REVOKE_ROUTE},
         "ike": {"version": "v1", "exchange_mode": "main", "encryption": "AES-128",
                 "integrity": "SHA1", "dh_group": "DH2", "sa_lifetime": 86400},
         "ipsec": {"encryption": "AES-128", "integrity": "SHA1", "pfs": "DH2",
@@ -294,10 +386,24 @@ ALIBABA = Profile(
         "start-up: EffectImmediately (true: active, false: traffic-triggered; default false) "
         "from Alibaba's API, not the notes",
         "DPD: on or off only; the lab uses a 30 s timeout and disconnect (clear)",
-        "lifetimes: IkeLifetime/IpsecLifetime up to 86400 s (Alibaba's API), lab floor 60/180 s",
-        "defaults (AES-128, SHA1, DH2, PFS DH2), mapping limit and health-check ranges: not in "
-        "the notes (Alibaba's console defaults / Tencent's limits); the name rule (2-128 "
-        "characters, a letter first) is Alibaba's API's",
+        "lifetimes: Alibaba's API allows IkeLifetime/IpsecLifetime 0-86400 s; the lab's floor is "
+        "60/180 s (the catalogue's minimum, Tencent's API range, which the spec applies to every "
+        "profile: below it a tenth of the lifetime is less than a renegotiation takes on the "
+        "lab's gateways, and 0 has no strongSwan equivalent), so lower values are refused",
+        "DH groups: group1/2/5/14 for IKE and PFS, as the current API documents them for every "
+        "IPsec connection (single- and dual-tunnel CreateVpnConnection, CreateVpnAttachment); "
+        "group24 appears only in older documents (the alicloud Terraform provider's). Not a "
+        "gateway generation: Alibaba names none and the documents differ by date, not by kind "
+        "of gateway, and the lab checks tunnels about to be created, with today's API",
+        "health check (HealthCheckConfig): interval_ms is Interval in whole seconds (default 3), "
+        "threshold is Retry read as consecutive failed probes (default 3), policy is Policy "
+        "(revoke_route, the default, withdraws the routes when the check fails; reserve_route "
+        "keeps them: lab.health leaves the traffic where it is). Alibaba documents no range "
+        "for Interval or Retry: the lab takes at least 1 s and 1 probe. No probe timeout in "
+        "Alibaba's API: timeout_ms is the lab's own reply wait (Tencent's range)",
+        "defaults (AES-128, SHA1, DH2, PFS DH2) and the mapping limit: Alibaba's console "
+        "defaults / Tencent's limit; the name rule (2-128 characters, a letter first) is "
+        "Alibaba's API's",
     ),
 )
 

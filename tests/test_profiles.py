@@ -14,11 +14,15 @@ from lab import profiles
 from lab.cli.matrix import matrix
 from lab.dataplane import Dataplane
 from lab.errors import LabError
+from lab.health import Failover, Transition, keeps_routes, route_holder
 from lab.matrix import cases as mc
 from lab.matrix.select import select_cases
-from lab.plan import build_plan, proposal
+from lab.plan import _margins, build_plan, proposal
+from lab.render import render_gateway
 from lab.spec import parse_spec
+from lab.spec.model import HealthCheck
 from lab.spec.rules import unsupported
+from lab.swanctl import parse
 from lab.verify import algorithm_problems, algorithms
 from tests.conftest import EXAMPLES
 from tests.test_spec import BASE, problems
@@ -118,7 +122,9 @@ def test_aws_accepts_its_menus_in_aws_spellings():
 
 def test_aws_defaults_and_startup_action():
     t = parse_spec(spec("aws")).tunnels[0]
-    assert (t.negotiation_type, t.dpd.action, t.dpd.timeout) == ("passive", "disconnect", 30)
+    # DPDTimeoutSeconds: 40 (the tunnel-options guide and ModifyVpnTunnelOptionsSpecification)
+    assert (t.negotiation_type, t.dpd.action, t.dpd.timeout) == ("passive", "disconnect", 40)
+    assert parse_spec(spec("aws", dpd={"timeout": 30})).tunnels[0].dpd.timeout == 30  # still >= 30
     assert (t.ike.version, t.ike.encryption, t.ike.integrity, t.ike.dh_group, t.ike.sa_lifetime) == \
         ("v1", "AES-128", "SHA1", "DH2", 28800)
     assert (t.ipsec.pfs, t.ipsec.sa_lifetime) == ("DH2", 3600)
@@ -174,10 +180,10 @@ def test_gcm_in_ikev1_is_unsupported_by_the_endpoints():
 
 def test_alibaba_accepts_its_menus():
     t = parse_spec(spec("alibaba", ike={"version": "ikev1", "exchange_mode": "aggressive",
-                                        "encryption": "aes", "integrity": "md5", "dh_group": "group24"},
+                                        "encryption": "aes", "integrity": "md5", "dh_group": "group14"},
                         ipsec={"encryption": "3des", "integrity": "sha512", "pfs": "disabled"})).tunnels[0]
     assert (t.ike.exchange_mode, t.ike.encryption, t.ike.integrity, t.ike.dh_group) == \
-        ("aggressive", "AES-128", "MD5", "DH24")
+        ("aggressive", "AES-128", "MD5", "DH14")
     assert (t.ipsec.encryption, t.ipsec.pfs) == ("3DES", "disable")
     assert t.negotiation_type == "traffic-triggered"  # EffectImmediately defaults to false
     assert parse_spec(spec("alibaba", negotiation_type="active")).tunnels[0].negotiation_type == "active"
@@ -194,10 +200,9 @@ def test_alibaba_rejects_with_named_messages():
         "AES-192, AES-256, DES, 3DES)",
         "tunnels[0].ike.integrity: SM3 is not offered by the alibaba profile (offers MD5, SHA1, SHA256, "
         "SHA384, SHA512)",
-        "tunnels[0].ike.dh_group: DH20 is not offered by the alibaba profile (offers DH1, DH2, DH5, DH14, "
-        "DH24)",
+        "tunnels[0].ike.dh_group: DH20 is not offered by the alibaba profile (offers DH1, DH2, DH5, DH14)",
         "tunnels[0].ipsec.pfs: DH19 is not offered by the alibaba profile (offers disable, DH1, DH2, DH5, "
-        "DH14, DH24)",
+        "DH14)",
         "tunnels[0].negotiation_type: passive is not offered by the alibaba profile (offers active "
         "(EffectImmediately=true), traffic-triggered (EffectImmediately=false))",
         "tunnels[0].dpd.action: retry is not offered by the alibaba profile (offers disconnect)",
@@ -319,6 +324,273 @@ def test_export_refuses_other_profiles():
 
     with pytest.raises(LabError, match="aws gateway profile"):
         export_tunnel(spec("aws"))
+
+
+# --- the cloud as its API really is: AWS ----------------------------------------------------------
+
+LIBIPSEC = Dataplane("libipsec", "test")
+AWS_V2 = {"version": "v2", "sa_lifetime": 28800}
+
+
+def aws_children(profile: str = "aws", time_scale: float = 1.0, **ipsec) -> tuple[dict, dict, str, str]:
+    """The cloud's and the customer's CHILD_SA sections, and both swanctl.conf texts."""
+    plan = build_plan(parse_spec(spec(profile, ike=AWS_V2, ipsec={"sa_lifetime": 3600, **ipsec})),
+                      "pfrekey", LIBIPSEC, time_scale=time_scale)
+    texts = [render_gateway(plan, gw, f"/run/x/{gw.node}")["swanctl.conf"] for gw in plan.gateways]
+    cloud, customer = (parse(text)["connections"]["t1"]["children"]["t1-m1"] for text in texts)
+    return cloud, customer, texts[0], texts[1]
+
+
+def test_aws_start_is_ikev2_only():
+    """AWS: "IKE initiation (startup action) from the AWS side ... is supported for IKEv2 only"."""
+    assert problems(spec("aws", negotiation_type="start", ike={"version": "v1"})) == [
+        "tunnels[0].negotiation_type: active (start) needs ike.version v2 on the aws profile: AWS "
+        "initiates IKE for IKEv2 only (got ike.version v1); use passive (add) or IKEv2"]
+    # the profile's default IKE version is v1: asking AWS to start needs v2 said
+    assert any(p.startswith("tunnels[0].negotiation_type: active (start) needs ike.version v2")
+               for p in problems(spec("aws", negotiation_type="active")))
+    t = parse_spec(spec("aws", negotiation_type="start", ike={"version": "v2"})).tunnels[0]
+    assert (t.negotiation_type, t.ike.version) == ("active", "v2")
+    assert parse_spec(spec("aws", ike={"version": "v1"})).tunnels[0].negotiation_type == "passive"
+    # other clouds initiate IKEv1 as before
+    assert parse_spec(spec(negotiation_type="active", ike={"version": "v1"})).tunnels[0].ike.version == "v1"
+
+
+def test_aws_rekey_settings_take_the_documented_ranges():
+    ok = parse_spec(spec("aws", ike=AWS_V2, ipsec={"rekey_margin": 60, "rekey_fuzz": 0,
+                                                   "replay_window": 64})).tunnels[0].ipsec
+    assert (ok.rekey_margin, ok.rekey_fuzz, ok.replay_window) == (60, 0, 64)
+    top = parse_spec(spec("aws", ipsec={"sa_lifetime": 3600, "rekey_margin": 1800, "rekey_fuzz": 100,
+                                        "replay_window": 2048})).tunnels[0].ipsec
+    assert (top.rekey_margin, top.rekey_fuzz, top.replay_window) == (1800, 100, 2048)
+    assert problems(spec("aws", ipsec={"sa_lifetime": 3600, "rekey_margin": 59, "rekey_fuzz": 101,
+                                       "replay_window": 63})) == [
+        "tunnels[0].ipsec.rekey_margin: must be 60-1800 seconds on the aws profile (AWS's "
+        "RekeyMarginTimeSeconds, at most half of ipsec.sa_lifetime 3600) (got 59)",
+        "tunnels[0].ipsec.rekey_fuzz: must be 0-100 % on the aws profile (AWS's RekeyFuzzPercentage) "
+        "(got 101)",
+        "tunnels[0].ipsec.replay_window: must be 64-2048 packets on the aws profile (AWS's "
+        "ReplayWindowSize) (got 63)",
+    ]
+    # half of Phase2LifetimeSeconds: 900 s allows at most 450
+    assert problems(spec("aws", ipsec={"sa_lifetime": 900, "rekey_margin": 451})) == [
+        "tunnels[0].ipsec.rekey_margin: must be 60-450 seconds on the aws profile (AWS's "
+        "RekeyMarginTimeSeconds, at most half of ipsec.sa_lifetime 900) (got 451)"]
+    assert problems(spec("aws", ipsec={"replay_window": 2049}))[0].endswith("(got 2049)")
+
+
+@pytest.mark.parametrize("profile", ["tencent", "alibaba"])
+def test_rekey_settings_are_refused_where_the_cloud_has_none(profile):
+    label = "the tencent profile" if profile == "tencent" else "the alibaba profile"
+    assert problems(spec(profile, ipsec={"rekey_margin": 270, "rekey_fuzz": 100, "replay_window": 1024})) == [
+        f"tunnels[0].ipsec.rekey_margin: {label} has no rekey margin setting (the aws profile has); "
+        "leave it out",
+        f"tunnels[0].ipsec.rekey_fuzz: {label} has no rekey fuzz setting (the aws profile has); leave "
+        "it out",
+        f"tunnels[0].ipsec.replay_window: {label} has no replay window setting (the aws profile has); "
+        "leave it out",
+    ]
+
+
+def test_rekey_settings_are_the_cloud_sides_only():
+    assert problems(spec("aws", ike=AWS_V2, customer={"ipsec": {"rekey_margin": 300}})) == [
+        "tunnels[0].customer.ipsec.rekey_margin: a cloud-side setting (ipsec.rekey_margin); the "
+        "customer gateway keeps strongSwan's own rekey margin"]
+
+
+def test_rekey_settings_bad_input_is_a_field_error():
+    found = problems(spec("aws", ipsec={"rekey_margin": "soon", "replay_window": [1]}))
+    assert [p.split(":")[0] for p in found] == ["tunnels[0].ipsec.rekey_margin",
+                                                "tunnels[0].ipsec.replay_window"]
+
+
+def test_aws_defaults_for_the_rekey_settings_are_recorded_not_applied():
+    """Unset, AWS gives 270 s / 100 % / 1024 packets; the lab renders strongSwan's own timing, as
+    before the settings existed, so existing specs render unchanged."""
+    assert profiles.AWS.cloud_defaults == {"ipsec.rekey_margin": 270, "ipsec.rekey_fuzz": 100,
+                                           "ipsec.replay_window": 1024}
+    t = parse_spec(spec("aws")).tunnels[0]
+    assert (t.ipsec.rekey_margin, t.ipsec.rekey_fuzz, t.ipsec.replay_window) == (None, None, None)
+    cloud, customer, cloud_text, customer_text = aws_children()
+    assert (cloud["life_time"], cloud["rekey_time"]) == ("3600s", "3240s")
+    for text in (cloud_text, customer_text):
+        assert "rand_time" not in text and "replay_window" not in text
+
+
+def test_every_example_renders_without_the_new_settings():
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        if "env:" in path.read_text():
+            continue
+        plan = build_plan(parse_spec(yaml.safe_load(path.read_text()), path.name), "pfex", LIBIPSEC)
+        for gw in plan.gateways:
+            assert "replay_window" not in render_gateway(plan, gw, f"/run/x/{gw.node}")["swanctl.conf"]
+            for c in gw.connections:
+                assert c.replay_window is None
+                assert c.child_rekey_time == c.child_life_time * 9 // 10 or c.child_life_time < 30
+
+
+def test_aws_rekey_margin_fuzz_and_window_are_rendered_on_the_cloud_side():
+    cloud, customer, cloud_text, customer_text = aws_children(rekey_margin=540)
+    # rekey_time = lifetime - margin; the spread is strongSwan's own (life - rekey), AWS's 100 %
+    assert (cloud["life_time"], cloud["rekey_time"]) == ("3600s", "3060s") and "rand_time" not in cloud
+    assert (customer["life_time"], customer["rekey_time"]) == ("3600s", "3240s")
+    cloud, customer, cloud_text, customer_text = aws_children(rekey_margin=540, rekey_fuzz=50,
+                                                              replay_window=1024)
+    assert (cloud["rekey_time"], cloud["rand_time"], cloud["replay_window"]) == ("3060s", "270s", "1024")
+    assert "rand_time" not in customer and "replay_window" not in customer
+    # fuzz alone spreads the lab's own tenth
+    cloud, *_ = aws_children(rekey_fuzz=0)
+    assert (cloud["rekey_time"], cloud["rand_time"]) == ("3240s", "0s")
+
+
+def test_rekey_margin_under_a_time_scale_keeps_the_scaled_margin():
+    """--time-scale scales the margin like the lifetime; a margin that shrinks below 3 s keeps
+    3 s to the hard end (the existing rule) without widening the spread."""
+    cloud, *_ = aws_children(time_scale=0.01, rekey_margin=270)  # 36 s life, 2.7 -> 3 s margin
+    assert (cloud["life_time"], cloud["rekey_time"], "rand_time" in cloud) == ("36s", "33s", False)
+    cloud, *_ = aws_children(time_scale=0.005, rekey_margin=270, rekey_fuzz=100)  # 18 s, 1 s margin
+    assert (cloud["rekey_time"], cloud["life_time"], cloud["rand_time"]) == ("17s", "20s", "1s")
+    cloud, *_ = aws_children(time_scale=0.005, rekey_margin=270)
+    assert (cloud["rekey_time"], cloud["life_time"], cloud["rand_time"]) == ("17s", "20s", "1s")
+    cloud, *_ = aws_children(time_scale=0.005, rekey_margin=270, rekey_fuzz=0)
+    assert cloud["rand_time"] == "0s"
+
+
+def test_margins_unchanged_without_a_cloud_margin():
+    assert _margins(3600, 1.0) == (3240, 360, None)
+    assert _margins(60, 0.1) == (54, 6, None)
+    assert _margins(6, 0.1) == (5, 3, 1)
+    assert _margins(3600, 1.0, 540) == (3060, 540, None)
+    assert _margins(3600, 1.0, 540, 50) == (3060, 540, 270)
+    assert _margins(18, 0.005, 1, 0) == (17, 3, 0)
+    assert _margins(2, 0.001, 5) == (1, 3, 1)  # never past the lifetime
+
+
+def test_aws_notes_state_the_decisions():
+    notes = " ".join(profiles.AWS.assumed)
+    for said in ("DPD timeout default 40 s", "IKEv2 only", "one value per menu", "ipsec.rekey_margin",
+                 "kernel-libipsec keeps a fixed 128-packet window"):
+        assert said in notes, said
+
+
+# --- the cloud as its API really is: Alibaba ------------------------------------------------------
+
+@pytest.mark.parametrize(("section", "value", "floor", "api"), [
+    ("ike", 30, 60, "IkeConfig.IkeLifetime"), ("ike", 0, 60, "IkeConfig.IkeLifetime"),
+    ("ipsec", 179, 180, "IpsecConfig.IpsecLifetime"),
+])
+def test_alibaba_lifetime_floor_names_the_api_range_and_the_lab_floor(section, value, floor, api):
+    assert problems(spec("alibaba", **{section: {"sa_lifetime": value}})) == [
+        f"tunnels[0].{section}.sa_lifetime: must be at least {floor} seconds on the alibaba profile, "
+        f"the lab's floor (Alibaba Cloud's {api} allows 0-86400; below {floor} s a renegotiation "
+        "does not fit into the tenth of the lifetime strongSwan leaves for it, and 0 has no "
+        f"strongSwan equivalent) (got {value})"]
+    assert parse_spec(spec("alibaba", **{section: {"sa_lifetime": floor}})).tunnels[0]
+
+
+def test_lifetime_floor_messages_elsewhere_unchanged():
+    assert problems(spec(ike={"sa_lifetime": 59})) == [
+        "tunnels[0].ike.sa_lifetime: Input should be greater than or equal to 60"]
+    assert problems(spec("aws", ike={"sa_lifetime": 59})) == [
+        "tunnels[0].ike.sa_lifetime: Input should be greater than or equal to 60"]
+    assert problems(spec("aws", ike={"sa_lifetime": 899})) == [
+        "tunnels[0].ike.sa_lifetime: must be 900-28800 seconds on the aws profile (got 899)"]
+    assert problems(spec("alibaba", customer={"ike": {"sa_lifetime": 10}}))[0].startswith(
+        "tunnels[0].customer.ike.sa_lifetime: must be at least 60 seconds on the alibaba profile")
+
+
+def test_alibaba_dh_groups_are_the_current_apis():
+    assert profiles.ALIBABA.dh_group == ("DH1", "DH2", "DH5", "DH14")
+    assert profiles.ALIBABA.pfs == ("disable", "DH1", "DH2", "DH5", "DH14")
+    assert problems(spec("alibaba", ike={"dh_group": "group24"}, ipsec={"pfs": "group24"})) == [
+        "tunnels[0].ike.dh_group: DH24 is not offered by the alibaba profile (offers DH1, DH2, DH5, DH14)",
+        "tunnels[0].ipsec.pfs: DH24 is not offered by the alibaba profile (offers disable, DH1, DH2, "
+        "DH5, DH14)",
+    ]
+    with pytest.raises(LookupError, match="the alibaba profile has no gateway generations"):
+        profiles.get("alibaba", "newer")
+    assert "Not a gateway generation" in " ".join(profiles.ALIBABA.assumed)
+
+
+HC = {"enabled": True, "local_ip": "169.254.128.1", "peer_ip": "169.254.128.2"}
+
+
+def test_alibaba_health_check_defaults_are_its_apis():
+    hc = parse_spec(spec("alibaba", health_check=HC)).tunnels[0].health_check
+    assert (hc.interval_ms, hc.threshold, hc.policy) == (3000, 3, "revoke_route")  # 3 s, Retry 3
+    hc = parse_spec(spec("alibaba", health_check={**HC, "policy": "RESERVE_ROUTE", "interval_ms": 10000,
+                                                  "threshold": 10})).tunnels[0].health_check
+    assert (hc.interval_ms, hc.threshold, hc.policy) == (10000, 10, "reserve_route")  # no upper bound
+
+
+def test_alibaba_health_check_rules():
+    assert problems(spec("alibaba", health_check={**HC, "interval_ms": 2500})) == [
+        "tunnels[0].health_check.interval_ms: must be whole seconds on the alibaba profile (Alibaba "
+        "Cloud's HealthCheckConfig.Interval, in seconds; got 2500)"]
+    assert problems(spec("alibaba", health_check={**HC, "interval_ms": 0, "threshold": 0})) == [
+        "tunnels[0].health_check.interval_ms: must be at least 1000 on the alibaba profile (Alibaba "
+        "Cloud's HealthCheckConfig.Interval, in seconds) (got 0)",
+        "tunnels[0].health_check.threshold: must be at least 1 on the alibaba profile (Alibaba Cloud's "
+        "HealthCheckConfig.Retry) (got 0)",
+    ]
+    assert problems(spec("alibaba", health_check={**HC, "policy": "drop_route"})) == [
+        "tunnels[0].health_check.policy: must be one of revoke_route, reserve_route (got 'drop_route')"]
+
+
+@pytest.mark.parametrize(("profile", "does"), [
+    ("tencent", "its health check withdraws the tunnel's routes when it fails"),
+    ("aws", "it has no health check"),
+])
+def test_health_check_policy_only_where_the_cloud_has_one(profile, does):
+    assert problems(spec(profile, health_check={"policy": "reserve_route"}, ike=AWS_V2)) == [
+        f"tunnels[0].health_check.policy: the {profile} profile has no health-check policy ({does}; "
+        "the alibaba profile chooses); leave it out"]
+    assert parse_spec(spec(profile, ike=AWS_V2)).tunnels[0].health_check.policy is None
+
+
+def test_tencent_health_check_unchanged():
+    hc = parse_spec(spec(health_check=HC)).tunnels[0].health_check
+    assert (hc.interval_ms, hc.threshold, hc.timeout_ms, hc.policy) == (2000, 3, 1000, None)
+    assert problems(spec(health_check={**HC, "interval_ms": 999})) == [
+        "tunnels[0].health_check.interval_ms: must be 1000-5000 (got 999)"]
+    assert parse_spec(spec(health_check={**HC, "interval_ms": 2500})).tunnels[0].health_check.interval_ms \
+        == 2500  # Tencent's ProbeInterval is in ms
+
+
+def test_reserve_route_keeps_the_route_when_the_check_fails():
+    assert keeps_routes(True, None) and keeps_routes(True, "revoke_route")
+    assert not keeps_routes(False, None)  # Tencent: a failed check moves the traffic
+    assert not keeps_routes(False, "revoke_route")
+    assert keeps_routes(False, "reserve_route")
+    both = {"p": False, "s": True}
+    assert route_holder("p", "s", both) == "s"
+    assert route_holder("p", "s", {"p": True, "s": True}) == "p"
+    assert route_holder("p", "s", {"p": False, "s": False}) == "p"
+
+
+class _FakeLab:
+    """What Failover reads of a lab: each tunnel's health check, its cloud gateway's node."""
+
+    def __init__(self, policies: dict[str, str | None]):
+        checks = {name: HealthCheck(policy=policy) for name, policy in policies.items()}
+        self.spec = type("Spec", (), {"tunnel": staticmethod(
+            lambda name: type("T", (), {"health_check": checks[name]})())})()
+        self.plan = type("Plan", (), {"cloud_of": staticmethod(
+            lambda name: type("G", (), {"node": f"gw-{name}"})())})()
+
+
+@pytest.mark.parametrize(("policy", "moved"), [(None, True), ("revoke_route", True),
+                                               ("reserve_route", False)])
+def test_failover_follows_the_primary_policy(monkeypatch, policy, moved):
+    routed: list[str] = []
+    monkeypatch.setattr(Failover, "_route_via", lambda self, tunnel: routed.append(tunnel))
+    fo = Failover(_FakeLab({"primary": policy, "secondary": policy}), "primary", "secondary")  # type: ignore[arg-type]
+    fo.checkers["primary"].healthy = False
+    fo._decide(Transition(0.0, "primary", False))
+    assert (fo.active, routed) == (("secondary", ["secondary"]) if moved else ("primary", []))
+    fo.checkers["primary"].healthy = True
+    fo._decide(Transition(1.0, "primary", True))
+    assert fo.active == "primary"
 
 
 # --- integration --------------------------------------------------------------------------------

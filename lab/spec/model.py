@@ -24,6 +24,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticKnownError
 
 from lab import catalogue as cat
 from lab import profiles
@@ -81,6 +82,37 @@ def _ike_cipher(value: str) -> str:
         raise ValueError(f"{value} (no encryption) is an ESP cipher only: an IKE SA is always "
                          "encrypted; NULL is offered for ipsec.encryption")
     return value
+
+
+def _lifetime(spec_field: str) -> AfterValidator:
+    """The lab's floor under an SA lifetime (lab.profiles.LIFETIME_FLOOR). Where the profile's
+    API allows less (Alibaba: 0-86400 s) the message names both ranges; elsewhere it is the
+    plain range error it always was."""
+    floor = profiles.LIFETIME_FLOOR[spec_field]
+
+    def check(value: int, info: ValidationInfo) -> int:
+        if value >= floor:
+            return value
+        prof = _profile(info)
+        lo, hi = prof.ike_lifetime if spec_field == "ike.sa_lifetime" else prof.ipsec_lifetime
+        if lo >= floor:
+            raise PydanticKnownError("greater_than_equal", {"ge": floor})
+        raise ValueError(f"must be at least {floor} seconds{prof.where()}, the lab's floor "
+                         f"({prof.api_name(spec_field)} allows {lo}-{hi}; below {floor} s a "
+                         f"renegotiation does not fit into the tenth of the lifetime strongSwan "
+                         f"leaves for it, and 0 has no strongSwan equivalent) (got {value})")
+
+    return AfterValidator(check)
+
+
+def _health_policy(value: Any) -> str | None:
+    """Alibaba's HealthCheckConfig.Policy, in any case (lab.catalogue.HEALTH_POLICIES)."""
+    if value is None:
+        return None
+    wanted = cat.normalise(str(value)).replace("-", "_")
+    if wanted not in cat.HEALTH_POLICIES:
+        raise ValueError(f"must be one of {', '.join(cat.HEALTH_POLICIES)} (got {shown(value)})")
+    return wanted
 
 
 IkeEncryption = Annotated[str, _menu("ike_encryption"), AfterValidator(_ike_cipher)]
@@ -181,7 +213,7 @@ class IkeOptions(Strict):
     local_id: Identity = Identity()
     peer_id: Identity = Identity()
     dh_group: DhGroup = cat.DEFAULT_DH_GROUP
-    sa_lifetime: Annotated[int, Field(ge=cat.IKE_LIFETIME_RANGE[0], le=cat.IKE_LIFETIME_RANGE[1])] = (
+    sa_lifetime: Annotated[int, Field(le=cat.IKE_LIFETIME_RANGE[1]), _lifetime("ike.sa_lifetime")] = (
         cat.DEFAULT_IKE_LIFETIME
     )
 
@@ -191,13 +223,19 @@ class IpsecOptions(Strict):
     integrity: IpsecIntegrity = cat.DEFAULT_IPSEC_INTEGRITY
     pfs: Pfs = "disable"
     sa_lifetime: Annotated[
-        int, Field(ge=cat.IPSEC_LIFETIME_RANGE[0], le=cat.IPSEC_LIFETIME_RANGE[1])
+        int, Field(le=cat.IPSEC_LIFETIME_RANGE[1]), _lifetime("ipsec.sa_lifetime")
     ] = cat.DEFAULT_IPSEC_LIFETIME
     sa_lifetime_kb: Annotated[
         int, Field(ge=cat.IPSEC_LIFETIME_KB_RANGE[0], le=cat.IPSEC_LIFETIME_KB_RANGE[1])
     ] = cat.DEFAULT_IPSEC_LIFETIME_KB
     encapsulation: Literal["tunnel"] = "tunnel"
     protocol: Literal["esp"] = "esp"
+    # The cloud side's CHILD_SA rekey timing and replay window, where the profile has them (AWS's
+    # RekeyMarginTimeSeconds, RekeyFuzzPercentage, ReplayWindowSize; ranges in lab.profiles,
+    # checked by lab.spec.rules). None: not set, strongSwan's own (rendered as before).
+    rekey_margin: int | None = None  # seconds before the end of the lifetime the rekey starts
+    rekey_fuzz: int | None = None  # percent of the margin over which the start is spread
+    replay_window: int | None = None  # packets
 
 
 class SpdRule(Strict):
@@ -222,6 +260,9 @@ class HealthCheck(Strict):
     interval_ms: int = 2000
     threshold: int = 3
     timeout_ms: int = 1000
+    # what a failed check does to the tunnel's routes, where the profile lets it be chosen
+    # (Alibaba's Policy: revoke_route | reserve_route). None: they are withdrawn (Tencent's).
+    policy: Annotated[str | None, BeforeValidator(_health_policy)] = None
 
 
 class UnsetKey(SecretStr):

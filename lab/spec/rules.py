@@ -183,8 +183,9 @@ def _profile_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
         elif hi is not None and not lo <= t.dpd.timeout <= hi:
             yield f"{at}.dpd.timeout: must be {lo}-{hi} seconds{prof.where()} (got {t.dpd.timeout})"
     for field, amount, bounds, unit in (
-        ("ike.sa_lifetime", t.ike.sa_lifetime, prof.ike_lifetime, " seconds"),
-        ("ipsec.sa_lifetime", t.ipsec.sa_lifetime, prof.ipsec_lifetime, " seconds"),
+        ("ike.sa_lifetime", t.ike.sa_lifetime, prof.lifetime_bounds("ike.sa_lifetime"), " seconds"),
+        ("ipsec.sa_lifetime", t.ipsec.sa_lifetime, prof.lifetime_bounds("ipsec.sa_lifetime"),
+         " seconds"),
         ("ipsec.sa_lifetime_kb", t.ipsec.sa_lifetime_kb, prof.ipsec_lifetime_kb, " KB"),
     ):
         if bounds is None:
@@ -196,6 +197,42 @@ def _profile_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
     if most is not None and len(t.mappings()) > most:
         yield f"{at}.spd_rules: {len(t.mappings())} mappings; the {prof.name} profile negotiates " \
               f"at most {most} traffic-selector pair(s) per tunnel"
+    if not prof.initiates_ikev1 and t.negotiation_type == "active" and t.ike.version == "v1":
+        yield f"{at}.negotiation_type: active ({prof.negotiation_types['active']}) needs " \
+              f"ike.version v2{prof.where()}: {prof.cloud} initiates IKE for IKEv2 only (got " \
+              f"ike.version v1); use passive ({prof.negotiation_types['passive']}) or IKEv2"
+    yield from _rekey_rules(prof, at, t)
+
+
+def _rekey_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
+    """The cloud side's rekey margin, rekey fuzz and replay window (lab.profiles.REKEY_FIELDS):
+    refused on a profile without them, within the cloud's ranges where it has them (the margin
+    at most half of ipsec.sa_lifetime, AWS's rule), and never customer overrides: they time the
+    cloud gateway's rekeys, the customer gateway keeps strongSwan's own."""
+    for name, what in profiles.REKEY_FIELDS.items():
+        field = f"ipsec.{name}"
+        value = getattr(t.ipsec, name)
+        if name in t.customer.ipsec:
+            yield f"{at}.customer.{field}: a cloud-side setting ({field}); the customer " \
+                  f"gateway keeps strongSwan's own {what}"
+        if value is None:
+            continue
+        bounds: profiles.Range | None = getattr(prof, name)
+        if bounds is None:
+            owners = [p.name for p in profiles.PROFILES.values() if getattr(p, name) is not None]
+            yield f"{at}.{field}: {prof.label} has no {what} setting (the " \
+                  f"{' and '.join(owners)} profile has); leave it out"
+            continue
+        lo, hi = bounds
+        unit = {"rekey_margin": " seconds", "rekey_fuzz": " %", "replay_window": " packets"}[name]
+        why = ""
+        if name == "rekey_margin":
+            half = t.ipsec.sa_lifetime // 2
+            hi, why = (half if hi is None else min(hi, half)), \
+                f", at most half of ipsec.sa_lifetime {t.ipsec.sa_lifetime}"
+        if not lo <= value <= (value if hi is None else hi):
+            yield f"{at}.{field}: must be {lo}-{hi}{unit}{prof.where()} " \
+                  f"({prof.api_name(field)}{why}) (got {value})"
 
 
 def _health_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
@@ -208,8 +245,19 @@ def _health_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
         ("threshold", hc.threshold, prof.health_threshold),
         ("timeout_ms", hc.timeout_ms, prof.health_timeout_ms),
     ):
-        if not lo <= value <= (hi if hi is not None else value):
+        named = f" ({prof.api_name(f'health_check.{field}')})" \
+            if f"health_check.{field}" in prof.api_names else ""
+        if hi is None and value < lo:
+            yield f"{at}.health_check.{field}: must be at least {lo}{prof.where()}{named} " \
+                  f"(got {value})"
+        elif hi is not None and not lo <= value <= hi:
             yield f"{at}.health_check.{field}: must be {lo}-{hi}{prof.where()} (got {value})"
+    step = prof.health_interval_step_ms
+    if hc.interval_ms % step:
+        whole = "whole seconds" if step == 1000 else f"a multiple of {step} ms"
+        yield f"{at}.health_check.interval_ms: must be {whole}{prof.where()} " \
+              f"({prof.api_name('health_check.interval_ms')}; got {hc.interval_ms})"
+    yield from _health_policy_rules(prof, at, t)
     if not hc.enabled:
         return
     ranges = [("the VPC CIDR", spec.vpn_gateway.vpc_cidr)]
@@ -230,6 +278,22 @@ def _health_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
                 break
         if ip == getattr(hc, other):
             yield f"{at}.health_check.{side}: must differ from health_check.{other}"
+
+
+def _health_policy_rules(prof: profiles.Profile, at: str, t: Tunnel) -> Iterator[str]:
+    """What a failed check does to the routes: a choice only where the cloud offers one."""
+    policy = t.health_check.policy
+    if policy is None or policy in prof.health_policies:
+        return
+    if not prof.health_policies:
+        owners = [p.name for p in profiles.PROFILES.values() if p.health_policies]
+        does = "its health check withdraws the tunnel's routes when it fails" \
+            if prof.health_check else "it has no health check"
+        yield f"{at}.health_check.policy: {prof.label} has no health-check policy ({does}; " \
+              f"the {' and '.join(owners)} profile chooses); leave it out"
+    else:
+        yield f"{at}.health_check.policy: {policy} is not offered by {prof.label} (offers " \
+              f"{', '.join(prof.health_policies)})"
 
 
 def _mapping_rules(spec: LabSpec) -> Iterator[str]:
