@@ -172,6 +172,8 @@ class DataPlane:
                 ("idc->vpc", p.idc_node, p.idc_addr, p.vpc_node, p.vpc_addr),
                 ("vpc->idc", p.vpc_node, p.vpc_addr, p.idc_node, p.idc_addr),
             ):
+                if direction not in p.directions:
+                    continue
                 for proto in ("udp", "icmp"):
                     marker = f"{prefix}-{n}-{direction.replace('->', '2')}-{proto}"
                     sends.setdefault(src_node, []).append(

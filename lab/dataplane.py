@@ -27,6 +27,13 @@ class Dataplane:
         return self.name == "kernel"
 
     @property
+    def xfrm_interfaces(self) -> bool:
+        """Route-based tunnels (0.0.0.0/0 selectors bound to an interface ID): the kernel's XFRM
+        interfaces. kernel-libipsec has one TUN device and routes every CHILD_SA's remote
+        selector over it itself (lab.routing), so a 0.0.0.0/0 SA would take all traffic."""
+        return self.name == "kernel"
+
+    @property
     def plugin(self) -> str:
         return "kernel-netlink" if self.name == "kernel" else "kernel-libipsec"
 

@@ -149,6 +149,10 @@ def configure_node(ipr: IPRoute, node: Node) -> None:
         bridge = ipr.link_lookup(ifname=node.bridge)[0]
         _no_multicast(ipr, bridge)
     for iface in node.interfaces:
+        if iface.if_id is not None:  # an XFRM interface: it exists once created here
+            ipr.link("add", ifname=iface.name, kind="xfrm", xfrm_if_id=iface.if_id,
+                     xfrm_link=ipr.link_lookup(ifname=WAN)[0])
+    for iface in node.interfaces:
         found = ipr.link_lookup(ifname=iface.name)
         if not found:
             continue  # docker: an inet port of a gateway sharing its uplink network with another

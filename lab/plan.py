@@ -37,6 +37,9 @@ class Interface:
     name: str
     addresses: list[ipaddress.IPv4Interface] = field(default_factory=list)
     mtu: int | None = None  # None: the kernel's default (1500)
+    # an XFRM interface (no cable): what a route-based tunnel's traffic is routed over; only
+    # the SAs and policies of this interface ID see it (lab.netlink.configure_node creates it)
+    if_id: int | None = None
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Child:
     name: str
     local_ts: Cidr
     remote_ts: Cidr
+    if_id: int | None = None  # route-based: its policies and SAs belong to that XFRM interface
 
 
 @dataclass
@@ -180,6 +184,10 @@ class MappingProbe:
     idc_addr: ipaddress.IPv4Address
     delivered: bool = True
     standby: bool = False  # the hosts' routes point elsewhere until a failover
+    # which ways are probed: a route-based tunnel's unrouted destination only towards it (its
+    # 0.0.0.0/0 SA takes any source from the IDC side, as such a tunnel does; the routes
+    # decide, and there is none back)
+    directions: tuple[str, ...] = ("idc->vpc", "vpc->idc")
 
 
 @dataclass
@@ -527,6 +535,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             local_addr = nat.private_ip
 
         selectors = spec.selectors(t)
+        customer_routes: list[Route] = []
         for cidr in t.customer_gateway.idc_cidrs:
             site.lans.lan_for(cidr)
         for _, peer in selectors:
@@ -559,6 +568,9 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             c_local, c_remote, dataplane, time_scale,
             [(p, lo) for lo, p in selectors] if t.customer.swap_selectors else selectors,
         )
+        if t.communication_mode == "destination-route" and dataplane.xfrm_interfaces:
+            _route_based(i, t, cloud, cloud_conn, route_tables[t.vpn_gateway], selectors,
+                         None if own_settings else (cgw, customer_conn, customer_routes))
         hc = t.health_check
         if hc.enabled and hc.local_ip and hc.peer_ip:
             # the NQA probes cross the tunnel: their own CHILD_SA, addresses on both gateways
@@ -569,6 +581,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             hc_addrs.setdefault(cgw.name, []).append(ipaddress.IPv4Interface(f"{hc.peer_ip}/32"))
         gateways.append(Gateway(
             cgw.name, "customer", cgw_addr, [customer_conn], dataplane,
+            route_table=customer_routes,
             aggressive_psk=False if own_settings else customer_conn.aggressive if tuning is None
             else tuning.aggressive_psk,
             retransmit=None if own_settings else retransmit_for(
@@ -579,17 +592,20 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         # the hosts' routes point at the primary gateway and a site's first customer gateway:
         # tunnels elsewhere are standby paths until a failover moves the routes
         standby = t.vpn_gateway != "primary" or site.gateways[0] is not cgw
+        route_based = bool(customer_routes) or any(ch.if_id for ch in cloud_conn.children)
         for m, (local, peer) in enumerate(selectors):
             probes.append(MappingProbe(
-                t.name, child_name(t, m), vpc.name, vpc_addr[local], site.host.name, site.addr[peer],
-                standby=standby,
+                t.name, child_name(t, 0 if route_based else m), vpc.name, vpc_addr[local],
+                site.host.name, site.addr[peer], standby=standby,
             ))
             table = route_tables[t.vpn_gateway]
             if dataplane.name == "libipsec" and all(r.destination != peer for r in table):
                 table.append(Route(peer, device=LIBIPSEC_TUN))
         if canary is not None:
             probes.append(MappingProbe(t.name, None, vpc.name, host_address(gw_spec.vpc_cidr, 10),
-                                       site.host.name, canary, delivered=False, standby=standby))
+                                       site.host.name, canary, delivered=False, standby=standby,
+                                       directions=("vpc->idc",) if route_based else
+                                       ("idc->vpc", "vpc->idc")))
 
     _attach(list(clouds.values()), vpc, vpc_lans, vpc_addr, links, nodes, "vpcsw")
     for site in sites.values():
@@ -608,6 +624,30 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             if tuning is None else tuning.retransmit,
         ))
     return LabPlan(name, dataplane, nodes, links, gateways, probes, time_scale=time_scale)
+
+
+ANY = Cidr("0.0.0.0/0")
+
+
+def _route_based(index: int, t: Tunnel, cloud: Node, cloud_conn: Connection,
+                 cloud_routes: list[Route], selectors: list[tuple[Cidr, Cidr]],
+                 customer: tuple[Node, Connection, list[Route]] | None) -> None:
+    """A destination-route tunnel as the cloud negotiates it: one CHILD_SA 0.0.0.0/0 ===
+    0.0.0.0/0 bound to an XFRM interface of its own (interface ID = the tunnel's number), and
+    the routed destinations over that interface, so routes alone decide what the tunnel
+    carries. The lab's customer gateway mirrors it (route-based, the VPC routed over its own
+    XFRM interface); a user's own config is left as written (`customer` None)."""
+    xfrm = f"xfrm{index}"
+    cloud_conn.children = [Child(child_name(t, 0), ANY, ANY, if_id=index)]
+    cloud.interfaces.append(Interface(xfrm, if_id=index))
+    cloud_routes += [Route(peer, device=xfrm) for _, peer in selectors
+                     if all(r.destination != peer for r in cloud_routes)]
+    if customer is None:
+        return
+    node, conn, routes = customer
+    conn.children = [Child(child_name(t, 0), ANY, ANY, if_id=index)]
+    node.interfaces.append(Interface(xfrm, if_id=index))
+    routes += [Route(local, device=xfrm) for local in dict.fromkeys(lo for lo, _ in selectors)]
 
 
 @dataclass

@@ -11,14 +11,16 @@ libipsec cannot tell two tunnels with the same selectors apart (one TUN device, 
 wins), which is why destination routes are narrowed to per-destination selectors instead of
 0.0.0.0/0.
 
-On the kernel dataplane the lab installs no route of its own: strongSwan's kernel-netlink puts
+On the kernel dataplane a policy-based SA needs no route of the lab's: strongSwan's kernel-netlink puts
 a source route per CHILD_SA into table 220 (the remote selector via the peer's public address,
 with a source inside the local selector), so forwarded traffic reaches the XFRM policies, and
 a destination no CHILD_SA covers has no route and is dropped at the gateway. Those routes name
 the peer as next hop, which the kernel accepts only when the route to the peer has link scope
 (lab.netlink.configure_node gives the /32 WAN routes that scope); traffic that matches
 no policy never leaves in clear (configs/templates/gateway.nft.j2). Tested in the VM harness
-(lab.vm). 0.0.0.0/0 selectors with one XFRM interface per tunnel are not implemented yet.
+(lab.vm). A destination-route tunnel is route-based there: one 0.0.0.0/0 CHILD_SA bound to an
+XFRM interface (lab.plan._route_based), for which strongSwan installs no route (measured), so
+its routed destinations are route-table entries over that interface, installed here.
 """
 
 from __future__ import annotations

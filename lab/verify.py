@@ -125,6 +125,15 @@ def ts_network(ts: str) -> ipaddress.IPv4Network | None:
         return None
 
 
+def covers(child: Sa, local: ipaddress.IPv4Network, remote: ipaddress.IPv4Network) -> bool:
+    """Whether a CHILD_SA's selectors hold these ranges whole (a route-based 0.0.0.0/0 SA holds
+    every routed destination)."""
+    locals_ = [ts_network(x) for x in child.get("local-ts", [])]
+    remotes = [ts_network(x) for x in child.get("remote-ts", [])]
+    return any(n and local.subnet_of(n) for n in locals_) and \
+        any(n and remote.subnet_of(n) for n in remotes)
+
+
 def overlaps(child: Sa, local: ipaddress.IPv4Network, remote: ipaddress.IPv4Network) -> bool:
     """Whether a CHILD_SA's selectors overlap these ranges (to name what was installed instead)."""
     locals_ = [ts_network(x) for x in child.get("local-ts", [])]

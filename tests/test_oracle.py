@@ -16,6 +16,7 @@ import yaml
 
 from lab import lifecycle
 from lab.control import Vici, decode
+from lab.dataplane import Dataplane
 from lab.errors import LabError
 from lab.matrix import cases as mc
 from lab.matrix.runner import case_plan
@@ -98,6 +99,11 @@ def test_every_render_means_the_same_to_swanctl(scratch, tmp_path):
     socket = lab.backend.host_dir(lab.state.name, node) / "charon.vici"
     renders = _renders(lab.plan.dataplane)
     assert len(renders) > 40
+    if lab.plan.dataplane.name != "kernel":  # route-based children (if_id) exist on the kernel's
+        plan = build_plan(load_spec(EXAMPLES / "destination-route-mixed.yaml"), "oracle",
+                          Dataplane("kernel", "oracle"))
+        renders += [(f"route-based:{gw.node}", render_gateway(plan, gw, "/run/x")["swanctl.conf"])
+                    for gw in plan.gateways]
     differ = []
     for label, text in renders:
         text = _quiet(text)

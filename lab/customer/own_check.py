@@ -45,7 +45,8 @@ def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool, *, de
     t = lab.spec.tunnel(tunnel)
     cloud, cust = lab.plan.cloud_of(tunnel), lab.plan.customer_of(tunnel)
     conn = next(c for c in cloud.connections if c.tunnel == tunnel)
-    mappings = t.mappings()
+    # what the tunnel carries: its SPD mappings, or the VPC against each routed destination
+    mappings = lab.spec.selectors(t)
     report.add("*", f"{cust.node} (customer)", "config", "customer configuration", True,
                described, info=True)
     if addresses:
@@ -83,7 +84,9 @@ def control_plane(lab: Lab, report: CheckReport, tunnel: str, rekey: bool, *, de
             local, remote = (vpc, idc) if gw is cloud else (idc, vpc)
             want = ([str(local)], [str(remote)])
             hit = [(i, ch) for i, ch in children
-                   if (ch.get("local-ts"), ch.get("remote-ts")) == want]
+                   if (ch.get("local-ts"), ch.get("remote-ts")) == want] or \
+                [(i, ch) for i, ch in children if t.communication_mode == "destination-route"
+                 and vf.covers(ch, local, remote)]  # a route-based SA (0/0) holds the route
             where = f"{subject} {local} === {remote}"
             if not hit:
                 near = [ch for _, ch in children if vf.overlaps(ch, local, remote)]
