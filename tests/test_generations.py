@@ -393,3 +393,18 @@ def test_a_bare_yaml_null_in_a_matrix_file_is_explained(tmp_path):
     path.write_text(NEWER_MATRIX.read_text().replace("'NULL'", "NULL"))
     with pytest.raises(LabError, match="quote it"):
         mc.load_matrix_file(path, "tencent", "newer")
+
+
+@pytest.mark.parametrize(("spec", "refused"), [("newer-gateway.yaml", False), ("default.yaml", True)])
+def test_the_customer_config_matrix_takes_the_base_specs_generation(spec, refused):
+    """`matrix --customer-config` draws its cases from the base spec's menus, as the lab's own
+    matrix does: a newer value is a valid dimension on a newer gateway only."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "lab.cli", "matrix", str(EXAMPLES / spec),
+                           "--customer-config", str(EXAMPLES / "customer" / "swanctl.conf"),
+                           "--only", "dh_group=DH19", "--limit", "0"],
+                          capture_output=True, text=True, cwd=ROOT)
+    # no case runs (--limit 0): a usage error (exit 2) is the refusal of the dimension
+    assert (done.returncode == 2) == refused, done.stdout + done.stderr
+    assert ("vpn_gateway.generation: newer offers it" in done.stderr) == refused

@@ -181,12 +181,14 @@ def matrix(
     """Run the interop matrix: many cloud settings x the customer gateway, verified per case."""
     from lab.matrix import runner  # at run time: see the module docstring
 
+    spec_path, base, chosen_profile = _base_spec(spec, profile)
     if customer_config is not None:  # hook (lab.customer): sequential, one lab per case
-        cases, _ = select_cases(strategy, matrix_file, only or [], False, shard_text)
-        customer_matrix(cases[:limit] if limit is not None else cases, spec, customer_config,
+        # the base spec's menus: its profile and gateway generation, as for the lab's own side
+        cases, _ = select_cases(strategy, matrix_file, only or [], False, shard_text,
+                                chosen_profile, False, base.vpn_gateway.generation)
+        customer_matrix(cases[:limit] if limit is not None else cases, spec_path, customer_config,
                         customer_secrets, customer_strongswan_conf, choose_backend(backend)[0].name,
                         name, json_path)
-    spec_path, base, chosen_profile = _base_spec(spec, profile)
     if case_timeout <= 0:
         raise LabError("--case-timeout: must be positive")
     if limit is not None and limit < 0:

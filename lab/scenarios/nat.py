@@ -24,10 +24,11 @@ from lab.running import Lab
 from lab.scenarios.base import WireWatch, lab_name, running_lab, variant
 from lab.scenarios.report import ScenarioResult
 from lab.spec import DEFAULT_SPEC, load_spec
+from lab.timing import patience
 
 PRIVATE_IP = "172.16.0.2"  # the customer's WAN address when the base spec has no NAT of its own
 PORT = 33434
-PROBE_WAIT = 5  # s a probe has to arrive
+PROBE_WAIT = patience(5.0)  # s a probe has to arrive
 
 
 def run_nat_keepalive(base: str | Path | None = None, *, backend: str = "netns",
