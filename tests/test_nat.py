@@ -16,6 +16,7 @@ from lab.check import run_check
 from lab.errors import LabError
 from lab.spec import SpecInvalid, parse_spec
 from tests.conftest import EXAMPLES, ROOT
+from tests.test_scenarios import assert_no_key
 
 NAT = EXAMPLES / "behind-nat.yaml"
 
@@ -208,6 +209,7 @@ def test_keepalives_hold_an_idle_nat_mapping_open(keepalive):
         pytest.skip("needs root: network namespaces and strongSwan daemons")
     r = run_nat_keepalive(NAT, backend="netns", udp_timeout=8, keepalive=keepalive, quiet=QUIET,
                           name=f"nka{os.getpid() % 10000}")
+    assert_no_key(r)
     assert r.ok, [(v.name, v.detail) for v in r.verdicts if not v.ok]
     assert r.metrics["delivered_after_quiet"] is bool(keepalive)
     names = [v.name for v in r.verdicts]

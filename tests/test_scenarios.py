@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from lab.scenarios.report import ScenarioResult, to_html, to_json, to_junit
+from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +27,31 @@ VOLUME_SCALE = 0.1
 
 
 def verdicts(result: ScenarioResult) -> dict[str, tuple[bool, str]]:
+    """Every live scenario test reads its verdicts here: its reports are audited on the way."""
+    assert_no_key(result)
     return {v.name: (v.ok, v.detail) for v in result.verdicts}
+
+
+def _example_keys() -> set[str]:
+    """Every pre-shared key written in the examples (the specs the scenarios run)."""
+    keys: set[str] = set()
+    for path in EXAMPLES.rglob("*.yaml"):
+        for t in (yaml.safe_load(path.read_text()) or {}).get("tunnels", []) or []:
+            for psk in (t.get("pre_shared_key"), (t.get("customer") or {}).get("pre_shared_key")):
+                if isinstance(psk, str) and len(psk) >= 6 and not psk.startswith("env:"):
+                    keys.add(psk)
+    return keys
+
+
+KEYS = _example_keys()
+
+
+def assert_no_key(result: ScenarioResult) -> None:
+    """The scenario's reports as the CLI writes them (JSON, JUnit, HTML) hold no pre-shared key,
+    though they carry the daemons' events and log lines."""
+    for text in (to_json([result]), to_junit([result]), to_html([result])):
+        leaked = [k for k in KEYS if k in text]
+        assert not leaked, f"{result.variant}: a pre-shared key is in its report"
 
 
 def assert_passed(result: ScenarioResult, *names: str) -> None:
@@ -266,3 +292,17 @@ def test_event_labels_close_in_time_get_rows_of_their_own():
     html = to_html([r])
     ys = [float(y) for y in re.findall(r'<text class="mark-label" x="[\d.]+" y="([\d.]+)"', html)]
     assert len(ys) == 4 and len(set(ys[:3])) == 3 and ys[3] == ys[0]
+
+
+@pytest.mark.parametrize("where", ["verdict", "event"])
+def test_the_report_audit_finds_a_key_wherever_it_is(where: str) -> None:
+    key = "lab-default-psk-change-me"  # configs/examples/default.yaml
+    assert key in KEYS
+    r = ScenarioResult("dpd", "ikev2 dpd retry", "netns", "libipsec", 0.2)
+    if where == "verdict":
+        r.verdict("x", True, f"log: loaded secret {key}")
+    else:
+        r.events.append({"t": 1.0, "node": "vpngw", "kind": "ike", "up": True, "ike": f"c-{key}"})
+    assert_no_key(ScenarioResult("dpd", "clean", "netns", "libipsec", 0.2))
+    with pytest.raises(AssertionError, match="pre-shared key is in its report"):
+        assert_no_key(r)
