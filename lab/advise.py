@@ -144,10 +144,15 @@ class CloudProposal:
     encryption: cat.Option
     integrity: cat.Option
     dh: cat.Option | None
+    ike: bool = False  # an IKE proposal: with an AEAD cipher the integrity choice is its PRF
 
     def text(self) -> str:
-        parts = [self.encryption.keyword or self.encryption.console.lower(),
-                 self.integrity.keyword or self.integrity.console.lower()]
+        """As the lab's cloud gateway proposes it (lab.plan.proposal): an AEAD cipher (GCM)
+        takes no integrity algorithm; in IKE it takes the integrity's PRF."""
+        integrity = self.integrity.keyword or self.integrity.console.lower()
+        if self.encryption.aead:
+            integrity = cat.PRF[self.integrity.console][0] if self.ike else ""
+        parts = [self.encryption.keyword or self.encryption.console.lower(), integrity]
         if self.dh:
             parts.append(self.dh.keyword or "")
         return "-".join(p for p in parts if p)
@@ -160,9 +165,15 @@ class CloudProposal:
 def _matches(p: Proposal, cloud: CloudProposal, esp: bool, v2: bool) -> tuple[bool, bool]:
     """(algorithms match, DH matches) for one customer proposal."""
     enc, integ = cloud.encryption.keyword, cloud.integrity.keyword
-    algs = enc in p.encryption and integ in p.integrity
-    if algs and not esp and v2 and p.prf:
-        algs = f"prf{integ}" in p.prf
+    if cloud.encryption.aead:
+        # GCM: ESP has no integrity algorithm (strongSwan drops one written beside it); IKE
+        # needs the PRF, written as prfX or taken from the integrity X when no PRF is written
+        algs = enc in p.encryption and (esp or f"prf{integ}" in p.prf or
+                                        (not p.prf and integ in p.integrity))
+    else:
+        algs = enc in p.encryption and integ in p.integrity
+        if algs and not esp and v2 and p.prf:
+            algs = f"prf{integ}" in p.prf
     if esp:
         dh_ok = (cloud.dh is None and not [d for d in p.dh if d != "modpnone"]) or \
                 (cloud.dh is not None and cloud.dh.keyword in p.dh)
@@ -430,7 +441,7 @@ def _identities(out: _Collector, at: str, t: Tunnel, conn: CustomerConnection,
 def _cloud_ike(t: Tunnel) -> CloudProposal:
     return CloudProposal(cat.by_console(cat.ENCRYPTION, t.ike.encryption),
                          cat.by_console(cat.INTEGRITY, t.ike.integrity),
-                         cat.by_console(cat.DH_GROUPS, t.ike.dh_group))
+                         cat.by_console(cat.DH_GROUPS, t.ike.dh_group), ike=True)
 
 
 def _cloud_esp(t: Tunnel) -> CloudProposal:

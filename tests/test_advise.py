@@ -402,3 +402,39 @@ def test_a_private_left_address_as_id_is_called_the_nat_pitfall(tmp_path):
                                        "customer ID address 198.51.100.2: a private address, so "
                                        "your gateway is presumably behind NAT")
     assert ident[0].fix == "leftid=198.51.100.2, or change the tunnel's customer ID"
+
+
+GCM_CONF = """conn cloud
+    keyexchange=ikev2
+    authby=secret
+    left=198.51.100.2
+    right=203.0.113.1
+    leftsubnet=192.168.1.0/24
+    rightsubnet=10.0.1.0/24
+    ike={ike}
+    esp={esp}
+    auto=add
+"""
+
+
+@pytest.mark.parametrize(("ike", "esp", "wrong"), [
+    # the lab's own render of the newer-gateway example: AEAD IKE with its PRF, ESP without integrity
+    ("aes256gcm16-prfsha256-ecp256!", "aes128gcm16-ecp384!", set()),
+    ("aes256gcm16-sha256-ecp256!", "aes128gcm16-ecp384!", set()),  # the integrity as PRF
+    ("aes256gcm16-sha256-ecp256!", "aes128gcm16-sha256-ecp384!", set()),  # dropped by strongSwan
+    ("default", "aes128gcm16-ecp384!", set()),  # strongSwan's AEAD default proposal
+    ("aes256gcm16-prfsha384-ecp256!", "aes128gcm16-ecp384!", {"ike-proposal"}),  # another PRF
+    ("aes256-sha256-ecp256!", "aes128gcm16-ecp384!", {"ike-proposal"}),  # CBC, not GCM
+    ("aes256gcm16-prfsha256-ecp256!", "aes128-sha256-ecp384!", {"esp-proposal"}),
+    ("aes256gcm16-prfsha256-ecp256!", "aes128gcm16-modp2048!", {"pfs"}),
+])
+def test_gcm_proposals_are_judged_as_strongswan_reads_them(tmp_path, ike, esp, wrong):
+    path = tmp_path / "ipsec.conf"
+    path.write_text(GCM_CONF.format(ike=ike, esp=esp))
+    spec = parse_spec(yaml.safe_load((EXAMPLES / "newer-gateway.yaml").read_text()))
+    items = advise(spec, load_customer_config(path))
+    topics = {a.topic for a in items if a.severity == "error"} & {"ike-proposal", "esp-proposal",
+                                                                   "pfs"}
+    assert topics == wrong, [a.message for a in items if a.severity == "error"]
+    for a in find(items, "ike-proposal", "error"):
+        assert "(aes256gcm16-prfsha256-ecp256)" in a.message  # the cloud's, as it proposes it
