@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lab.plan import Connection
 from lab.running import Lab
 from lab.scenarios.base import WireWatch, lab_name, running_lab, settled_ike_states, variant
 from lab.scenarios.events import Event, EventRecorder
@@ -20,6 +21,14 @@ from lab.timing import patience
 
 WINDOW = (-0.5, 1.0)  # seconds around a rekey in which a lost packet counts against it
 SETTLE = 5.0  # s an IKE rekey in progress at the end may take to settle
+
+
+def ike_settle(conn: Connection) -> float:
+    """How long the IKE_SAs at the end may take to show one ESTABLISHED: a whole IKE_SA
+    lifetime at least. With short lifetimes a rekey is under way at almost any moment, and one
+    that collides (both ends rekeying) stays REKEYING/REKEYED for its retransmits (seen on a
+    loaded docker run: 5 s were not enough); IKE_SAs that multiplied stay more than one."""
+    return max(SETTLE, float(conn.ike_rekey_time + conn.ike_over_time))
 VOLUME_PADDING = 1000  # bytes per UDP packet of the stream when the lifetime is a volume
 RATE_SAMPLE = 3.0  # seconds of stream over which the SA's byte rate is measured (volume rekeys)
 
@@ -126,7 +135,7 @@ def _experiment(lab: Lab, result: ScenarioResult, rekeys: int) -> None:
     final_spis = _spis(lab, cloud.node)
     result.verdict("new SPIs replaced the old ones", bool(final_spis) and not (final_spis & first_spis),
                    f"before {sorted(first_spis)}, after {sorted(final_spis)}")
-    ike_states = settled_ike_states(lab, conn.tunnel, [cloud.node], SETTLE)[cloud.node]
+    ike_states = settled_ike_states(lab, conn.tunnel, [cloud.node], ike_settle(conn))[cloud.node]
     result.metrics["ike_sas_at_end"] = ike_states
     # IKEv1 has no IKE_SA rekey, only reauthentication; when both peers reauthenticate on their own
     # timers strongSwan keeps both new ISAKMP SAs, and every round doubles them.

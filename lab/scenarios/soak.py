@@ -15,7 +15,7 @@ from pathlib import Path
 from lab.running import Lab
 from lab.scenarios.base import WireWatch, lab_name, running_lab, settled_ike_states, variant
 from lab.scenarios.events import Event, EventRecorder
-from lab.scenarios.rekey import SETTLE, WINDOW
+from lab.scenarios.rekey import WINDOW, ike_settle
 from lab.scenarios.report import ScenarioResult
 from lab.scenarios.stream import Stream
 
@@ -111,7 +111,8 @@ def _experiment(lab: Lab, result: ScenarioResult, seconds: float) -> None:
     result.verdict("no IKE_SA had to be negotiated anew (no DPD death)", not anew,
                    f"none; {collisions} IKE_SAs deleted after rekey collisions" if not anew else
                    f"{len(anew)} new IKE_SAs: {[(e.node, round(e.time - flow.started, 1)) for e in anew]}")
-    ike_sas = settled_ike_states(lab, conn.tunnel, [gw.node for gw in lab.plan.gateways], SETTLE)
+    ike_sas = settled_ike_states(lab, conn.tunnel, [gw.node for gw in lab.plan.gateways],
+                                 ike_settle(conn))
     result.metrics["ike_sas_at_end"] = ike_sas
     result.verdict("IKE_SAs did not multiply", all(s.count("ESTABLISHED") == 1
                                                    for s in ike_sas.values()), f"{ike_sas}")
