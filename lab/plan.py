@@ -568,7 +568,8 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             c_local, c_remote, dataplane, time_scale,
             [(p, lo) for lo, p in selectors] if t.customer.swap_selectors else selectors,
         )
-        if t.communication_mode == "destination-route" and dataplane.xfrm_interfaces:
+        route_based = t.communication_mode == "destination-route" and dataplane.xfrm_interfaces
+        if route_based:
             _route_based(i, t, cloud, cloud_conn, route_tables[t.vpn_gateway], selectors,
                          None if own_settings else (cgw, customer_conn, customer_routes))
         hc = t.health_check
@@ -592,7 +593,6 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
         # the hosts' routes point at the primary gateway and a site's first customer gateway:
         # tunnels elsewhere are standby paths until a failover moves the routes
         standby = t.vpn_gateway != "primary" or site.gateways[0] is not cgw
-        route_based = bool(customer_routes) or any(ch.if_id for ch in cloud_conn.children)
         for m, (local, peer) in enumerate(selectors):
             probes.append(MappingProbe(
                 t.name, child_name(t, 0 if route_based else m), vpc.name, vpc_addr[local],

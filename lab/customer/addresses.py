@@ -22,6 +22,7 @@ from lab.errors import LabError
 from lab.plan import CustomerPlacement
 from lab.ranges import is_documentation, is_private_wan
 from lab.spec import LabSpec
+from lab.spec.rules import private_wan_problems
 from lab.verify import ts_network
 
 ANY = ("%any", "%defaultroute", "%any4", "0.0.0.0/0", "0.0.0.0")
@@ -153,19 +154,13 @@ def _public_id(conns: list[ic.CustomerConnection]) -> ipaddress.IPv4Address | No
 def _behind_nat(found: ConfigAddresses, spec: LabSpec, conn: ic.CustomerConnection,
                 ip: ipaddress.IPv4Address, said: str) -> None:
     t = spec.tunnels[found.tunnel]
-    wan = ipaddress.IPv4Network(f"{ip}/24", strict=False)
-    said = f"{said} {ip} is private, so the lab puts your gateway behind a NAT router on {wan}"
-    if ip in (wan.network_address, wan.broadcast_address):
-        raise LabError(f"{said}, where {ip} is the network or broadcast address")
-    carried = [spec.vpn_gateway.vpc_cidr, *t.customer_gateway.idc_cidrs,
-               *(peer for _, peer in t.mappings()),
-               *(ts for child in conn.children for ts in map(ts_network, child.local_ts) if ts)]
-    clash = next((c for c in carried if wan.overlaps(c)), None)
-    if clash is not None:
-        raise LabError(
-            f"{said}, which overlaps {clash}, a range the tunnel carries: the lab's gateways have "
-            "a WAN apart from their LAN (a gateway whose one interface sits inside its protected "
-            "subnet is not modelled)")
+    # the spec's own rule for behind_nat.private_ip, with the config's subnets carried too
+    problems = private_wan_problems(
+        spec, t, ip, (ts for child in conn.children for ts in map(ts_network, child.local_ts) if ts))
+    if problems:
+        raise LabError(f"{said} {ip} is private, so the lab puts your gateway behind a NAT router "
+                       f"on its /24: {problems[0]} (a gateway whose one interface sits inside "
+                       "its protected subnet is not modelled)")
     found.private_ip = str(ip)
     public = _public_id([conn])
     if public is not None:

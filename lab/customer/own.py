@@ -194,7 +194,6 @@ class OwnConfig:
         data = t.model_dump()
         data["customer_gateway"] = {**data["customer_gateway"], "idc_cidrs": ranges}
         fitted = LabSpec(vpn_gateway=spec.vpn_gateway, tunnels=[type(t).model_validate(data)])
-        assert self.view is not None
         self.advice = [a.to_json() for a in advise(self.placement().as_placed(fitted), self.view)]
         return fitted
 

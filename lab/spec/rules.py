@@ -7,7 +7,7 @@ can name the exact field it concerns (a model validator could only name the mode
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pydantic import ValidationError
 
@@ -89,17 +89,27 @@ def _nat_rules(spec: LabSpec, at: str, t: Tunnel) -> Iterator[str]:
         yield f"{where}: {ip} must be a private address (10/8, 172.16/12, 192.168/16 or the " \
               "carrier-grade NAT range 100.64/10): the address behind the NAT"
         return
+    for problem in private_wan_problems(spec, t, ip):
+        yield f"{where}: {problem}"
+
+
+def private_wan_problems(spec: LabSpec, t: Tunnel, ip: ipaddress.IPv4Address,
+                         carried: Iterable[ipaddress.IPv4Network] = ()) -> list[str]:
+    """What keeps `ip` from being the gateway's WAN behind the lab's NAT router (its /24):
+    a network or broadcast address, or a /24 that overlaps a range the tunnel carries (the
+    VPC, the IDC ranges, the mappings' peers, and `carried`: e.g. a user's own subnets)."""
     wan = ipaddress.IPv4Network(f"{ip}/24", strict=False)
+    out = []
     if ip in (wan.network_address, wan.broadcast_address):
-        yield f"{where}: {ip} is the network or broadcast address of its /24 ({wan}); pick a " \
-              "host address"
+        out.append(f"{ip} is the network or broadcast address of its /24 ({wan}); pick a host "
+                   "address")
     inside = [spec.vpn_gateway.vpc_cidr, *t.customer_gateway.idc_cidrs,
-              *(c for _, peer in t.mappings() for c in [peer])]
-    for cidr in inside:
-        if wan.overlaps(cidr):
-            yield f"{where}: its /24 ({wan}) overlaps {cidr}, a range the tunnel carries; the " \
-                  "WAN behind the NAT must be apart from the VPC and IDC ranges"
-            return
+              *(peer for _, peer in t.mappings()), *carried]
+    clash = next((cidr for cidr in inside if wan.overlaps(cidr)), None)
+    if clash is not None:
+        out.append(f"its /24 ({wan}) overlaps {clash}, a range the tunnel carries; the WAN behind "
+                   "the NAT must be apart from the VPC and IDC ranges")
+    return out
 
 
 def _tunnel_rules(spec: LabSpec, i: int, t: Tunnel) -> Iterator[str]:
