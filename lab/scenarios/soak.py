@@ -2,14 +2,19 @@
 
 Dozens of IKE and CHILD_SA rekeys happen on the daemons' own schedule (the cloud's minimum
 lifetimes, IKE 60 s and IPsec 180 s, shortened by the time scale). Judged at the end: nothing
-lost outside the rekeys' windows, the IKE_SAs did not multiply, no IKE_SA negotiated anew;
-and measured: each daemon's and the orchestrator's resident memory at the start and the end.
+lost outside the rekeys' windows, the IKE_SAs did not multiply, no IKE_SA negotiated anew, and
+the memory of each daemon and of the orchestrator does not grow: their resident memory is sampled
+through the soak and its trend after a warm-up judged (`memory_trend`), where the run is long
+enough for a trend to mean something.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab.running import Lab
@@ -20,6 +25,140 @@ from lab.scenarios.report import ScenarioResult
 from lab.scenarios.stream import Stream
 
 WARM_UP = 5.0  # seconds of stream before the start figures are taken
+SAMPLE_EVERY = 60.0  # s between memory samples at most (a short soak samples every sixth of it)
+# The memory trend's warm-up: samples in the first TREND_WARM_UP s (and at least the first
+# TREND_WARM_UP_REKEYS rekey periods of the longer-lived SA) are left out. A fresh charon grows
+# while its allocator's arenas, thread pool and SA hash tables reach their working size, which
+# takes a few replacements of every SA, not a share of the run: a 10-hour soak need not discard
+# 2 hours, and a 20-minute one keeps 18 of its minutes (at time scale 0.1 the SAs rekey every
+# few seconds, so 2 minutes are a dozen CHILD_SA and dozens of IKE_SA rekeys).
+TREND_WARM_UP = 120.0
+TREND_WARM_UP_REKEYS = 3
+# Below these a slope is noise with a sign: the trend is then not judged (and says why).
+TREND_MIN_SAMPLES = 4
+TREND_MIN_SPAN = 300.0  # s between the first and the last sample after the warm-up
+# A process fails when its least-squares slope exceeds max(floor, share of its warm RSS) per
+# hour: the floor covers allocator jitter (a few hundred KiB either way as arenas are trimmed and
+# refilled), and a leak of 4 KiB per rekey exceeds it (at time scale 0.1 a soak sees about 1000
+# rekeys an hour: 95 CHILD_SA and 242 IKE_SA rekeys in 20 minutes).
+TREND_FLOOR_KIB_PER_HOUR = 2048.0
+TREND_SHARE_PER_HOUR = 0.10
+
+Samples = Sequence[tuple[float, Mapping[str, int | None]]]
+
+
+def sample_offsets(seconds: float, cap: float = SAMPLE_EVERY) -> list[float]:
+    """When the soak samples memory, in s after its first sample: every min(cap, seconds / 6),
+    so that even a short soak has 7 samples and a long one one a minute, the last at the end."""
+    if seconds <= 0:
+        return [0.0]
+    step = min(cap, seconds / 6)
+    count = math.ceil(seconds / step - 1e-9)
+    return [min(i * step, seconds) for i in range(count + 1)]
+
+
+@dataclass(frozen=True)
+class ProcessTrend:
+    name: str
+    status: str  # "flat" (passes), "grows" or "vanished" (fail), "not judged"
+    warm_kib: int | None  # its first sample after the warm-up
+    slope_kib_per_hour: float | None  # least squares over the samples after the warm-up
+    bound_kib_per_hour: float | None
+    vanished_at_s: float | None = None  # its first sample without a figure
+
+    def describe(self) -> str:
+        if self.status == "vanished":
+            return f"{self.name}: vanished (no RSS from {self.vanished_at_s:g} s)"
+        if self.warm_kib is None:
+            return f"{self.name}: {self.status} (no sample after the warm-up)"
+        slope = "no slope" if self.slope_kib_per_hour is None else \
+            f"slope {self.slope_kib_per_hour:+.0f} KiB/h"
+        return (f"{self.name}: {self.status}, warm RSS {self.warm_kib} KiB, {slope}, "
+                f"bound {self.bound_kib_per_hour:.0f} KiB/h")
+
+
+@dataclass(frozen=True)
+class MemoryTrend:
+    judged: bool
+    ok: bool | None  # None when not judged
+    reason: str  # why the growth is not judged; "" when it is
+    warm_up_s: float
+    samples: int  # after the warm-up
+    span_s: float  # from the first to the last sample after the warm-up
+    processes: list[ProcessTrend]
+
+    def detail(self) -> str:
+        head = f"{self.samples} samples over {self.span_s:.0f} s after a {self.warm_up_s:.0f} s warm-up"
+        if self.reason:
+            head += f"; growth not judged: {self.reason}"
+        return "; ".join([head, *(p.describe() for p in self.processes)])
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x; None without two distinct x."""
+    if len(points) < 2:
+        return None
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+def memory_trend(samples: Samples, warm_up_s: float) -> MemoryTrend:
+    """Whether each process's resident memory grows, from (s since the first sample, {name: KiB
+    or None}) samples.
+
+    The start and end figures alone mistake a garbage collection or an arena trimmed at the wrong
+    moment for a trend, and a daemon's first minutes of filling its pools for a leak: so the
+    samples inside `warm_up_s` are dropped and the rest fitted by least squares. A process fails
+    when its slope exceeds max(TREND_FLOOR_KIB_PER_HOUR, TREND_SHARE_PER_HOUR x its first warm
+    sample) per hour, or when it vanished (a sample without its figure). With fewer than
+    TREND_MIN_SAMPLES samples or less than TREND_MIN_SPAN s after the warm-up the growth is not
+    judged, and the trend says why: that is not a pass.
+    """
+    ordered = sorted(samples, key=lambda s: s[0])
+    names = sorted({n for _, rss in ordered for n in rss})
+    warm = [(t, rss) for t, rss in ordered if t >= warm_up_s]
+    span = warm[-1][0] - warm[0][0] if warm else 0.0
+    reasons = []
+    if len(warm) < TREND_MIN_SAMPLES:
+        reasons.append(f"{len(warm)} samples after the warm-up, fewer than {TREND_MIN_SAMPLES}")
+    if span < TREND_MIN_SPAN:
+        reasons.append(f"they span {span:.0f} s, under {TREND_MIN_SPAN:.0f} s")
+    reason = "; ".join(reasons)
+    processes = []
+    for name in names:
+        gone = next((t for t, rss in ordered if rss.get(name) is None), None)
+        if gone is not None:
+            processes.append(ProcessTrend(name, "vanished", None, None, None, gone))
+            continue
+        points = [(t / 3600, float(rss[name] or 0)) for t, rss in warm]
+        warm_kib = warm[0][1][name] if warm else None
+        bound = None if warm_kib is None else \
+            max(TREND_FLOOR_KIB_PER_HOUR, TREND_SHARE_PER_HOUR * warm_kib)
+        slope = _slope(points)
+        if reason or slope is None or bound is None:
+            status = "not judged"
+        else:
+            status = "grows" if slope > bound else "flat"
+        processes.append(ProcessTrend(name, status, warm_kib, slope, bound))
+    vanished = any(p.status == "vanished" for p in processes)
+    # a process that vanished fails whatever the span: that needs no trend
+    judged = vanished or not reason
+    ok = None if not judged else not vanished and all(p.status == "flat" for p in processes)
+    if judged and not processes:
+        ok, reason, judged = None, "no process was sampled", False
+    return MemoryTrend(judged, ok, reason, warm_up_s, len(warm), span, processes)
+
+
+def trend_warm_up(conn_rekey_times: Sequence[int]) -> float:
+    """The warm-up the soak's memory trend leaves out (see TREND_WARM_UP)."""
+    return max(TREND_WARM_UP, TREND_WARM_UP_REKEYS * float(max(conn_rekey_times, default=0)))
 
 
 def run_soak(base: str | Path | None = None, *, backend: str = "netns", version: str = "v2",
@@ -66,9 +205,14 @@ def _experiment(lab: Lab, result: ScenarioResult, seconds: float) -> None:
         with EventRecorder(lab, ["child-rekey", "ike-rekey", "ike-updown"]) as rec:
             stream.start()
             time.sleep(WARM_UP)  # the soak's own pacing: memory is taken once traffic flows
-            before = _memory(lab)
-            time.sleep(seconds)  # the soak itself: the daemons rekey on their own schedule
-            after = _memory(lab)
+            samples: list[tuple[float, dict[str, int | None]]] = []
+            t0 = time.monotonic()
+            for offset in sample_offsets(seconds):
+                # the soak's own pacing: the daemons rekey on their own schedule meanwhile; the
+                # orchestrator only wakes to sample memory (one sleep to each sample's time, so
+                # the time a sample takes does not drift the schedule)
+                time.sleep(max(0.0, t0 + offset - time.monotonic()))
+                samples.append((round(time.monotonic() - t0, 2), _memory(lab)))
             flow = stream.stop()
             events = rec.matching(lambda e: True)
     except BaseException:
@@ -86,8 +230,9 @@ def _experiment(lab: Lab, result: ScenarioResult, seconds: float) -> None:
         result.mark(e.time, "IKE rekey" if e.kind == "ike-rekey" else "CHILD rekey")
     children = sum(e.kind == "child-rekey" for e in rekeys)
     ikes = sum(e.kind == "ike-rekey" for e in rekeys)
-    result.metrics.update({"child_rekeys": children, "ike_rekeys": ikes, "rss_kib_start": before,
-                           "rss_kib_end": after})
+    result.metrics.update({"child_rekeys": children, "ike_rekeys": ikes,
+                           "rss_kib_start": samples[0][1], "rss_kib_end": samples[-1][1],
+                           "rss_kib_samples": [[t, dict(rss)] for t, rss in samples]})
     result.verdict("rekeys happened during the soak", children >= 1,
                    f"{children} CHILD_SA and {ikes} IKE_SA rekeys in {seconds:.0f} s")
 
@@ -116,5 +261,9 @@ def _experiment(lab: Lab, result: ScenarioResult, seconds: float) -> None:
     result.metrics["ike_sas_at_end"] = ike_sas
     result.verdict("IKE_SAs did not multiply", all(s.count("ESTABLISHED") == 1
                                                    for s in ike_sas.values()), f"{ike_sas}")
+    trend = memory_trend(samples, trend_warm_up([conn.ike_rekey_time, conn.child_rekey_time]))
+    result.metrics["memory_trend"] = trend.as_dict()
+    if trend.judged:  # a trend not judged adds no verdict: it must not read as a pass
+        result.verdict("memory does not grow", bool(trend.ok), trend.detail())
     result.attach_stream(flow)
     result.attach_events([e for e in events if isinstance(e, Event)], flow.started)
