@@ -167,6 +167,12 @@ class Gateway:
     # installed once its daemon runs (libipsec only: see lab.routing)
     route_table: list[Route] = field(default_factory=list)
     keep_alive: int | None = None  # NAT-T keepalive interval, s (None: strongSwan's 20 s)
+    implementation: Literal["strongswan", "libreswan"] = "strongswan"  # its IKE daemon
+
+    @property
+    def pluto(self) -> bool:
+        """libreswan's pluto runs here (controlled with whack), not charon (VICI)."""
+        return self.implementation == "libreswan"
 
 
 @dataclass
@@ -589,6 +595,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
                 [customer_conn.dpd] if customer_conn.version == 2 else [], time_scale)
             if tuning is None else tuning.retransmit,
             keep_alive=nat.keepalive if nat is not None else None,
+            implementation=t.customer_gateway.implementation,
         ))
         # the hosts' routes point at the primary gateway and a site's first customer gateway:
         # tunnels elsewhere are standby paths until a failover moves the routes

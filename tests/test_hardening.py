@@ -97,7 +97,7 @@ FIELDS: dict[tuple, tuple[str, dict[tuple, Any]]] = {
         ("ipsec", "encapsulation"), ("ipsec", "protocol"),
         ("customer", "ike", "encryption"), ("customer", "ike", "version"),
         ("customer", "ipsec", "pfs"), ("customer", "ipsec", "integrity"),
-        ("health_check", "policy"),
+        ("health_check", "policy"), ("customer_gateway", "implementation"),
     )},
 }
 

@@ -313,6 +313,9 @@ class CustomerGateway(Strict):
     # customer gateways naming one site share one IDC (its host behind a switch): the seed's
     # primary/secondary set-up, two customer gateways in front of the same data centre
     site: str | None = None
+    # the IKE implementation the lab runs as this customer gateway: strongSwan (charon, over
+    # VICI) or libreswan (pluto, over whack; needs the kernel's ESP: lab.libreswan)
+    implementation: Literal["strongswan", "libreswan"] = "strongswan"
 
 
 class CustomerOverrides(Strict):
