@@ -1,4 +1,4 @@
-"""Plan -> strongSwan configuration files, through the jinja2 templates in `configs/templates`.
+"""Plan -> strongSwan (or libreswan) configuration files, through the jinja2 templates in `configs/templates`.
 
 Files holding pre-shared keys are written mode 0600 in 0700 directories.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import ipaddress
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from lab.files import write_private
+from lab.libreswan import algorithms, conf
 from lab.plan import WAN, Gateway, LabPlan, Node
 
 GATEWAY_NFT = "gateway.nft"  # the gateway's forwarding rules (applied by lab.lifecycle)
@@ -30,6 +32,10 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["b64"] = lambda s: base64.b64encode(s.encode()).decode()
+    env.filters["libreswan"] = algorithms.translate
+    env.filters["has_dh"] = algorithms.has_dh
+    env.filters["libreswan_id"] = conf.identity
+    env.filters["libreswan_dpd"] = conf.dpd_action
     return env
 
 
@@ -37,6 +43,15 @@ def render_gateway(plan: LabPlan, gw: Gateway, run_dir: str) -> dict[str, str]:
     """The files one gateway needs; `run_dir` is where they live as the daemon sees them."""
     env = environment()
     context = {"lab": plan.name, "gw": gw, "run_dir": run_dir}
+    if gw.pluto:  # libreswan's own dialect; pluto is started with its paths (lab.libreswan)
+        sources = {ch.name: source_ip(plan.node(gw.node), ch.local_ts)
+                   for c in gw.connections for ch in c.children}
+        return {
+            "ipsec.conf": env.get_template("libreswan-ipsec.conf.j2").render(
+                {**context, "sources": sources}),
+            "ipsec.secrets": env.get_template("libreswan-ipsec.secrets.j2").render(context),
+            GATEWAY_NFT: env.get_template("gateway.nft.j2").render({**context, "wan": WAN}),
+        }
     files = {
         "strongswan.conf": env.get_template("strongswan.conf.j2").render(context),
         "swanctl.conf": env.get_template("swanctl.conf.j2").render(context),
@@ -46,6 +61,17 @@ def render_gateway(plan: LabPlan, gw: Gateway, run_dir: str) -> dict[str, str]:
         files["ipsec.conf"] = env.get_template("ipsec.conf.j2").render(context)
         files["ipsec.secrets"] = env.get_template("ipsec.secrets.j2").render(context)
     return files
+
+
+def source_ip(node: Node, subnet: object) -> str | None:
+    """The gateway's own address inside a mapping's local subnet: libreswan's leftsourceip=,
+    without which its updown script routes nothing into the tunnel."""
+    net = ipaddress.ip_network(str(subnet), strict=False)
+    for iface in node.interfaces:
+        for address in iface.addresses:
+            if address.ip in net:
+                return str(address.ip)
+    return None
 
 
 def render_nat(plan: LabPlan, node: Node) -> str:
