@@ -155,11 +155,13 @@ class Vici:
             listener.close()
 
 
-def wait_socket(path: Path, deadline: float, alive: Callable[[], bool]) -> None:
-    """Wait until a daemon's VICI socket accepts connections (it is created late in start-up)."""
+def wait_socket(path: Path, deadline: float, alive: Callable[[], bool], daemon: str = "strongSwan",
+                log: str = "charon.log") -> None:
+    """Wait until a daemon's control socket (VICI, or pluto's) accepts connections (it is
+    created late in start-up)."""
     while time.monotonic() < deadline:
         if not alive():
-            raise LabError(f"strongSwan exited during start-up (see {path.parent / 'charon.log'})")
+            raise LabError(f"{daemon} exited during start-up (see {path.parent / log})")
         if path.exists():
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -170,4 +172,4 @@ def wait_socket(path: Path, deadline: float, alive: Callable[[], bool]) -> None:
             finally:
                 probe.close()
         time.sleep(0.02)
-    raise LabError(f"strongSwan's VICI socket {path} did not appear in time")
+    raise LabError(f"{daemon}'s control socket {path} did not appear in time")

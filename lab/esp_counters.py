@@ -2,10 +2,11 @@
 was lost when the internet segment's capture cannot (it sees frames before a cut drops them).
 
 Per tunnel and gateway, the packets its mapping CHILD_SAs sent out and received in (VICI
-`packets-out` / `packets-in`), as a difference between two samples; a CHILD_SA that appeared in
-between counts from zero. On the kernel dataplane also the XFRM error counters of the gateway's
-namespace (/proc/net/xfrm_stat): `XfrmInNoStates` rises when ESP arrives for an SPI the kernel
-has no state for, the mark of an SA gone on one side only.
+`packets-out` / `packets-in`; for libreswan the kernel's XFRM states), as a difference between
+two samples; a CHILD_SA that appeared in between counts from zero. On the kernel dataplane also
+the XFRM error counters of the gateway's namespace (/proc/net/xfrm_stat): `XfrmInNoStates`
+rises when ESP arrives for an SPI the kernel has no state for, the mark of an SA gone on one
+side only.
 """
 
 from __future__ import annotations
@@ -78,8 +79,7 @@ class EspCounters:
         sample: Sample = {}
         for node in self.nodes:
             try:
-                with self.lab.vici(node) as v:
-                    sas = v.sas()
+                sas = self.lab.sas(node)
             except (LabError, OSError, TimeoutError, ValueError):
                 continue  # a daemon that does not answer is a row of its own in the check
             for sa in sas:

@@ -23,6 +23,8 @@ from lab.customer import restore as restore_customer
 from lab.dataplane import Dataplane, detect
 from lab.errors import LabError
 from lab.files import write_private
+from lab.libreswan import algorithms, pluto
+from lab.libreswan.install import NEEDS_ESP, tool, version
 from lab.plan import DaemonTuning, LabPlan, build_plan, check_lab_name
 from lab.render import GATEWAY_NFT, render_gateway, render_nat
 from lab.routing import install_route_tables
@@ -87,6 +89,7 @@ def _bring_up(name: str, spec: LabSpec, backend: Backend, why: str, customer: Cu
     (`materialise`: deploy, or adopt), daemons, tunnels; `undo` on any failure."""
     dataplane = detect()
     plan = build_plan(spec, name, dataplane, tuning, time_scale, customer.placement())
+    refuse_libreswan(plan, spec, backend, customer)
     progress(f"backend {backend.name} ({why}); dataplane {dataplane.name}")
     state = labstate.create(name, backend.name, yaml.safe_dump(dump_spec(spec), sort_keys=False))
     state.backend_reason = why
@@ -109,6 +112,46 @@ def _bring_up(name: str, spec: LabSpec, backend: Backend, why: str, customer: Cu
     except BaseException:
         undo(state)
         raise
+
+
+def refuse_libreswan(plan: LabPlan, spec: LabSpec, backend: Backend,
+                     customer: CustomerSide) -> None:
+    """A libreswan customer gateway runs only where it can: before anything is created."""
+    plutos = [gw.node for gw in plan.gateways if gw.pluto]
+    if not plutos:
+        return
+    if plan.dataplane.name != "kernel":
+        raise LabError(f"{', '.join(plutos)}: {NEEDS_ESP} (this host's dataplane is "
+                       f"{plan.dataplane.name}: {plan.dataplane.reason})")
+    if customer.kind != "generated":
+        raise LabError("customer_gateway.implementation: libreswan runs the lab's own "
+                       "generated config; a user's own config (--customer-config) runs on "
+                       "strongSwan")
+    if backend.name != "netns":
+        raise LabError(f"the {backend.name} backend does not run libreswan customer gateways "
+                       "yet: use the netns backend (--backend netns)")
+    tool("pluto")  # unpacked? (scripts/setup), said before anything is built
+    missing = libreswan_lacks(plan, spec)
+    if missing:
+        raise LabError("cannot run this lab with libreswan:\n"
+                       + "\n".join(f"  - {m}" for m in missing))
+
+
+def libreswan_lacks(plan: LabPlan, spec: LabSpec) -> list[str]:
+    """What of a libreswan gateway's proposals libreswan does not implement (DH2, DH22-24, DES,
+    AES-GCM for an IKEv1 SA), per tunnel: valid cloud settings pluto would refuse to load."""
+    found = []
+    index = {t.name: i for i, t in enumerate(spec.tunnels)}
+    for gw in (g for g in plan.gateways if g.pluto):
+        for c in gw.connections:
+            lacks = [*algorithms.unsupported(c.ike_proposal, c.version, ike=True),
+                     *algorithms.unsupported(c.esp_proposal, c.version, ike=False)]
+            if lacks:
+                found.append(f"tunnels[{index.get(c.tunnel, '?')}] ({c.tunnel}): libreswan "
+                             f"{version() or ''} does not implement {', '.join(dict.fromkeys(lacks))} "
+                             "(customer_gateway.implementation: libreswan): choose other "
+                             "algorithms, or implementation strongswan")
+    return found
 
 
 # a NAT router's idle-UDP lifetime: conntrack's two UDP timeouts (before and after a reply)
@@ -142,14 +185,22 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
         for filename, text in {**files, GATEWAY_NFT: firewall}.items():
             write_private(directory / filename, text)
         apply_firewall(lab, gw.node)
-        lab.backend.start_daemon(lab.state, gw.node)
+        if gw.pluto:
+            lab.backend.start_pluto(lab.state, gw.node)
+        else:
+            lab.backend.start_daemon(lab.state, gw.node)
     deadline = time.monotonic() + DAEMON_START_TIMEOUT
     for gw in lab.plan.gateways:
         directory = lab.backend.host_dir(lab.state.name, gw.node)
-        pid = lab.state.pids.get(f"charon:{gw.node}")
-        wait_socket(directory / "charon.vici", deadline,
-                    alive=functools.partial(processes.alive, pid) if pid is not None else _always)
-    progress(f"{len(lab.plan.gateways)} strongSwan daemons answering on VICI")
+        daemon, socket = ("pluto", pluto.CTL) if gw.pluto else ("charon", "charon.vici")
+        pid = lab.state.pids.get(f"{daemon}:{gw.node}")
+        wait_socket(directory / socket, deadline,
+                    alive=functools.partial(processes.alive, pid) if pid is not None else _always,
+                    daemon="libreswan's pluto" if gw.pluto else "strongSwan",
+                    log=pluto.LOG if gw.pluto else "charon.log")
+    plutos = sum(gw.pluto for gw in lab.plan.gateways)
+    progress(f"{len(lab.plan.gateways) - plutos} strongSwan daemons answering on VICI"
+             + (f", {plutos} libreswan pluto(s) on their control sockets" if plutos else ""))
     if routes := install_route_tables(lab):
         progress(f"{routes} route-table entries installed on the cloud gateway(s)")
 

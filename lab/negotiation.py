@@ -13,9 +13,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from lab import diagnose
+from lab import verify as vf
 from lab.control import InitiateFailed
 from lab.errors import LabError
 from lab.swanctl import parse
@@ -56,9 +58,14 @@ def mechanism(negotiation_type: str, trap_policies: bool) -> str:
 
 def establish(lab: Lab, progress: Progress) -> None:
     for gw in lab.plan.gateways:
+        if gw.pluto:
+            lab.whack(gw.node).load()
+            continue
         with lab.vici(gw.node) as v:
             v.load(lab_config(lab, gw.node))
-    progress("connections and secrets loaded over VICI")
+    plutos = sum(gw.pluto for gw in lab.plan.gateways)
+    progress("connections and secrets loaded over VICI"
+             + (f" and into {plutos} pluto(s) with addconn" if plutos else ""))
     triggered = []
     for conn in (c for cloud in lab.plan.cloud_gateways for c in cloud.connections):
         tunnel = lab.spec.tunnel(conn.tunnel)
@@ -86,19 +93,55 @@ def sides(lab: Lab, tunnel: str) -> tuple[str, str]:
 
 
 def initiate_tunnel(lab: Lab, tunnel: str, timeout: float = ESTABLISH_TIMEOUT) -> None:
-    """Initiate every mapping's CHILD_SA and wait until the responder has installed each."""
+    """Initiate every mapping's CHILD_SA and wait until the responder has installed each.
+
+    charon initiates over VICI, pluto with whack (which returns once the SA is up or failed); a
+    charon responder's events tell when it installed each mapping, a pluto responder (which has
+    no events) is asked its status until every mapping is installed."""
     initiator, responder = sides(lab, tunnel)
     children = [ch.name for ch in lab.plan.connection(tunnel).children]
-    with lab.vici(initiator) as ini, lab.vici(responder) as resp, \
-            resp.events(["child-updown"]) as next_event:
+    with ExitStack() as stack:
+        next_event = None
+        if not lab.plan.gateway(responder).pluto:
+            resp = stack.enter_context(lab.vici(responder))
+            next_event = stack.enter_context(resp.events(["child-updown"]))
+        if lab.plan.gateway(initiator).pluto:
+            whack = lab.whack(initiator)
+
+            def start(child: str) -> object:
+                return whack.initiate(child, timeout)
+        else:
+            ini = stack.enter_context(lab.vici(initiator))
+
+            def start(child: str) -> object:
+                return ini.initiate(child, tunnel, timeout)
         for child in children:
             try:
-                ini.initiate(child, tunnel, timeout)
+                start(child)
             except InitiateFailed as exc:
                 raise TunnelFailed(tunnel, child, initiator, str(exc), exc.log,
                                    diagnose.log_messages(lab.log_path(responder)),
                                    identity_hint(lab, tunnel), lab.plan.local_ids()) from None
-        wait_children_up(next_event, set(children), time.monotonic() + timeout, responder)
+        if next_event is not None:
+            wait_children_up(next_event, set(children), time.monotonic() + timeout, responder)
+        else:
+            wait_pluto_installed(lab, responder, tunnel, time.monotonic() + timeout)
+
+
+def wait_pluto_installed(lab: Lab, node: str, tunnel: str, deadline: float) -> None:
+    """Until pluto lists one installed IPsec SA per mapping of `tunnel` (it has no events to
+    wait on): its status is asked every 50 ms."""
+    mine = next(c for c in lab.plan.gateway(node).connections if c.tunnel == tunnel)
+    while True:
+        ike = vf.find_ike(lab.sas(node), tunnel)
+        missing = [ch.name for ch in mine.children
+                   if vf.find_child(ike, ch.local_ts, ch.remote_ts) is None]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"{node}: libreswan installed no IPsec SA for {', '.join(missing)} "
+                           "in time")
+        time.sleep(0.05)  # pluto's status is polled: whack offers no event stream
 
 
 def wait_children_up(next_event, names: set[str], deadline: float, where: str) -> None:
@@ -120,10 +163,16 @@ def wait_children_up(next_event, names: set[str], deadline: float, where: str) -
 
 def rekey_children(lab: Lab, node: str, tunnel: str, children: list[str],
                    timeout: float = patience(15.0)) -> None:
-    """Rekey each CHILD_SA once and wait for the new SA (PFS shows only there in IKEv2)."""
-    with lab.vici(node) as v, v.events(["child-rekey"]) as next_event:
+    """Rekey each CHILD_SA once and wait for the new SA (PFS shows only there in IKEv2); a
+    libreswan initiator rekeys with whack, and its peer's events tell when it is done."""
+    pluto = lab.plan.gateway(node).pluto
+    listen = lab.plan.cloud_of(tunnel).node if pluto else node
+    with lab.vici(listen) as v, v.events(["child-rekey"]) as next_event:
         for child in children:
-            v.rekey_child(child)
+            if pluto:
+                lab.whack(node).rekey_child(child)
+            else:
+                v.rekey_child(child)
         pending = set(children)
         deadline = time.monotonic() + timeout
         while pending:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lab.control import Vici
 from lab.errors import LabError
+from lab.libreswan import pluto, status
+from lab.libreswan.whack import Whack
 
 if TYPE_CHECKING:
     from lab.backends import Backend, Progress
@@ -81,4 +83,27 @@ class Lab:
         return self.backend.host_dir(self.state.name, node) / "charon.vici"
 
     def log_path(self, node: str) -> Path:
-        return self.backend.host_dir(self.state.name, node) / "charon.log"
+        log = pluto.LOG if self.plan.gateway(node).pluto else "charon.log"
+        return self.backend.host_dir(self.state.name, node) / log
+
+    def whack(self, node: str) -> Whack:
+        """libreswan's pluto on a customer gateway that runs it (`Gateway.pluto`)."""
+        return Whack(self.backend.host_dir(self.state.name, node))
+
+    def sas(self, node: str) -> list[dict[str, Any]]:
+        """A gateway's SAs as VICI's `list-sas` gives them, from either daemon: pluto's own
+        status read into the same shape (lab.libreswan.status), so one verifier judges both."""
+        gw = self.plan.gateway(node)
+        if not gw.pluto:
+            with self.vici(node) as v:
+                return v.sas()
+        report = self.whack(node).text("--status")
+        xfrm = self.backend.exec(self.state, node, ["ip", "-s", "xfrm", "state"])
+        if xfrm.returncode != 0:
+            raise LabError(f"{node}: cannot read the kernel's XFRM states: {xfrm.stderr.strip()}")
+        mappings = {ch.name: c.name for c in gw.connections for ch in c.children}
+        try:
+            log = self.log_path(node).read_text(errors="replace")
+        except OSError:
+            log = ""
+        return status.parse(report, xfrm.stdout, mappings, log)

@@ -58,6 +58,11 @@ class Backend(ABC):
     def start_daemon(self, state: LabState, node: str) -> None:
         """Start strongSwan in a gateway node with the configs already written to host_dir."""
 
+    def start_pluto(self, state: LabState, node: str) -> None:
+        """Start libreswan's pluto in a customer gateway node (lab.libreswan.pluto)."""
+        raise LabError(f"the {self.name} backend does not run libreswan customer gateways yet: "
+                       "use the netns backend (--backend netns)")
+
     @abstractmethod
     def exec(self, state: LabState, node: str, argv: list[str],
              timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ from pyroute2 import netns
 from lab import forkserver, netlink, processes
 from lab.backends.base import AGENT, Backend, Progress
 from lab.errors import LabError
+from lab.libreswan import pluto
 from lab.plan import LabPlan, Node
 from lab.state import LabState, NodeState, lab_dir
 from lab.timing import patience
@@ -87,6 +88,18 @@ class NetnsBackend(Backend):
                              start_new_session=True)
         out.close()
         state.pids[f"charon:{node}"] = proc.pid
+        state.save()
+
+    def start_pluto(self, state: LabState, node: str) -> None:
+        directory = self.host_dir(state.name, node)
+        pluto.init_nss(directory)
+        out = open(directory / "pluto.stdout", "w")  # noqa: SIM115 - handed to the child
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        proc = netlink.popen(self.netns_path(state, node), pluto.argv(directory), env=env,
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        out.close()
+        state.pids[f"pluto:{node}"] = proc.pid
         state.save()
 
     def _run(self, ns: str, argv: list[str], timeout: float = patience(30.0)) -> subprocess.CompletedProcess:

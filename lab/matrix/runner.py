@@ -53,6 +53,7 @@ from lab.control import InitiateFailed, Vici
 from lab.dataplane import detect
 from lab.errors import LabError
 from lab.files import write_private
+from lab.libreswan.install import not_in
 from lab.matrix.cases import (
     ERROR,
     ESTABLISHED,
@@ -617,6 +618,7 @@ def run_matrix(
     stop = stop or threading.Event()
     info = info or RunInfo()
     base = load_spec(spec_path)
+    not_in(base, "the matrix")
     results: list[CaseResult] = []
     lock = threading.Lock()
 

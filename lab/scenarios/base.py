@@ -14,6 +14,7 @@ import yaml
 
 from lab import lifecycle
 from lab.agent import encapsulation, esp_packets
+from lab.libreswan.install import not_in
 from lab.probe import Agent
 from lab.running import Lab
 from lab.scenarios.report import ScenarioResult
@@ -42,6 +43,7 @@ def lab_name(kind: str) -> str:
 @contextmanager
 def running_lab(spec: LabSpec, name: str, backend: str, time_scale: float = 1.0,
                 **kwargs: Any) -> Iterator[Lab]:
+    not_in(spec, "the scenarios")
     lab = lifecycle.up(spec, name, backend, time_scale=time_scale, **kwargs)
     try:
         yield lab

@@ -1,0 +1,264 @@
+"""libreswan as the customer gateway: its dialect checked by libreswan's own parsers, pluto's
+status read into VICI's shape, and (on the kernel dataplane) real labs with pluto against charon.
+
+Where the host's kernel has no ESP the live tests assert the lab's refusal instead; `make
+test-kernel` runs them in the VM guest, where they bring the labs up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab import catalogue as cat
+from lab import lifecycle
+from lab import state as labstate
+from lab.backends import get_backend
+from lab.check import run_check
+from lab.dataplane import Dataplane, detect
+from lab.errors import LabError
+from lab.libreswan import algorithms, conf, status
+from lab.libreswan.install import NEEDS_ESP, tool
+from lab.plan import build_plan, proposal
+from lab.render import render_gateway
+from lab.spec import load_spec
+from tests.conftest import EXAMPLES
+
+DATA = Path(__file__).parent / "data" / "libreswan"
+IKE_ENC = [o.console for o in (*cat.ENCRYPTION, *cat.GCM_ENCRYPTION) if o.supported]
+ESP_ENC = [*IKE_ENC, "NULL"]
+INTEG = [o.console for o in cat.INTEGRITY if o.supported]
+DH = [o.console for o in cat.ALL_DH_GROUPS]
+
+
+def algparse(version: int, what: str, text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool("algparse"), f"-v{version}", f"{what}={text}"],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def _cases() -> list[tuple[int, bool, str, str, str]]:
+    """One dimension varied at a time around AES-128/SHA256/DH14: every menu entry once."""
+    out = []
+    for version in (1, 2):
+        for ike in (True, False):
+            for enc in (IKE_ENC if ike else ESP_ENC):
+                out.append((version, ike, enc, "SHA256", "DH14"))
+            out += [(version, ike, "AES-128", i, "DH14") for i in INTEG]
+            out += [(version, ike, "AES-128", "SHA256", d) for d in DH]
+    return out
+
+
+@pytest.mark.parametrize(("version", "ike", "enc", "integ", "dh"), _cases())
+def test_translation_is_what_libreswan_parses(version, ike, enc, integ, dh):
+    """libreswan's own proposal parser is the oracle: every proposal the lab writes in its
+    dialect parses exactly when `unsupported` says libreswan implements it."""
+    text = algorithms.translate(proposal(enc, integ, dh, ike=ike))
+    lacks = algorithms.unsupported(proposal(enc, integ, dh, ike=ike), version, ike)
+    done = algparse(version, "ike" if ike else "esp", text)
+    assert (done.returncode == 0) == (not lacks), (text, lacks, done.stdout + done.stderr)
+
+
+def test_identities_in_libreswans_spelling():
+    assert conf.identity("203.0.113.1") == "203.0.113.1"
+    assert conf.identity("vpngw.cloud.example") == "@vpngw.cloud.example"
+    assert conf.identity("ops@idc.example") == "ops@idc.example"
+    assert conf.dpd_action("none") == "hold"
+
+
+def _libreswan(example: str, **changes) -> dict:
+    data = yaml.safe_load((EXAMPLES / example).read_text())
+    for t in data["tunnels"]:
+        t["customer_gateway"]["implementation"] = "libreswan"
+        for section, values in changes.items():
+            t.setdefault(section, {}).update(values)
+    return data
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "libreswan.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_rendered_config_is_read_by_libreswans_parser(tmp_path):
+    """The customer gateway gets libreswan's ipsec.conf and ipsec.secrets (no swanctl.conf), which
+    libreswan's own config reader accepts with one conn per SPD mapping; the key is base64."""
+    spec = load_spec(_write(tmp_path, _libreswan("spd-multi-mapping.yaml",
+                                                 ike={"dh_group": "DH14"})))
+    plan = build_plan(spec, "lsw", Dataplane("kernel", "test"))
+    cgw = next(g for g in plan.gateways if g.pluto)
+    files = render_gateway(plan, cgw, "/run/x")
+    assert set(files) == {"ipsec.conf", "ipsec.secrets", "gateway.nft"}
+    conf_path = tmp_path / "ipsec.conf"
+    conf_path.write_text(files["ipsec.conf"])
+    done = subprocess.run([tool("readwriteconf"), "--config", str(conf_path)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0 and "ignoring" not in done.stderr, done.stderr
+    children = [ch for c in cgw.connections for ch in c.children]
+    loaded = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("conn ")]
+    assert sorted(loaded) == sorted([c.name for c in cgw.connections] + [ch.name for ch in children])
+    assert len(children) == 4
+    psk = spec.tunnels[0].pre_shared_key.get_secret_value()
+    assert psk not in files["ipsec.secrets"] and " : PSK 0s" in files["ipsec.secrets"]
+
+
+def test_unimplemented_algorithms_are_refused_by_field(tmp_path):
+    """DH2 (the IKEv1 example's group) is valid for the cloud but not in libreswan 4.10: the lab
+    says so per tunnel before anything is built."""
+    data = _libreswan("ikev1-main.yaml")
+    data["tunnels"][0]["pre_shared_key"] = "v1-main-libreswan-key"
+    spec = load_spec(_write(tmp_path, data))
+    plan = build_plan(spec, "lsw", Dataplane("kernel", "test"))
+    found = lifecycle.libreswan_lacks(plan, spec)
+    assert len(found) == 1 and found[0].startswith("tunnels[0] (tunnel-ikev1-main): libreswan")
+    assert "DH2 (MODP1024)" in found[0]
+
+
+def test_status_read_into_vicis_shape():
+    """A recorded `whack --status` and `ip -s xfrm state` of an IKEv2 tunnel (captured in the VM
+    guest) become the IKE_SA dict lab.verify judges; the PFS group comes from pluto's log."""
+    sas = status.parse((DATA / "v2-status.txt").read_text(), (DATA / "v2-xfrm.txt").read_text(),
+                       {"tunnel-default-m1": "tunnel-default"},
+                       (DATA / "v2-rekey.log").read_text())
+    assert len(sas) == 1
+    ike = sas[0]
+    assert {k: ike[k] for k in ("name", "state", "version", "encr-alg", "encr-keysize",
+                                 "integ-alg", "prf-alg", "dh-group", "local-id", "remote-id",
+                                 "local-host", "remote-host")} == {
+        "name": "tunnel-default", "state": "ESTABLISHED", "version": "2", "encr-alg": "AES_CBC",
+        "encr-keysize": "128", "integ-alg": "HMAC_SHA2_256_128", "prf-alg": "PRF_HMAC_SHA2_256",
+        "dh-group": "MODP_2048", "local-id": "198.51.100.2", "remote-id": "203.0.113.1",
+        "local-host": "198.51.100.2", "remote-host": "203.0.113.1"}
+    (child,) = ike["child-sas"].values()
+    assert (child["local-ts"], child["remote-ts"]) == (["192.168.1.0/24"], ["10.0.1.0/24"])
+    assert (child["encr-alg"], child["integ-alg"], child["state"]) == \
+        ("AES_CBC", "HMAC_SHA1_96", "INSTALLED")
+    assert (child["spi-out"], child["spi-in"]) == ("c3355484", "6f0634c4")
+    assert (child["packets-in"], child["packets-out"]) == ("0", "0")
+    assert child.get("dh-group") is None  # #2 came from IKE_AUTH: no DH exchange
+
+
+def test_ikev1_status_read():
+    """IKEv1 (Aggressive Mode, recorded in the guest) names its algorithms and parent otherwise."""
+    (ike,) = status.parse((DATA / "v1-aggr-status.txt").read_text(), "",
+                          {"tunnel-ikev1-aggr-m1": "tunnel-ikev1-aggr"})
+    assert (ike["name"], ike["version"], ike["encr-alg"], ike["encr-keysize"], ike["integ-alg"],
+            ike["dh-group"]) == ("tunnel-ikev1-aggr", "1", "AES_CBC", "256", "HMAC_SHA2_256_128",
+                                 "MODP_2048")
+    (child,) = ike["child-sas"].values()
+    assert (child["name"], child["integ-alg"], child.get("dh-group")) == \
+        ("tunnel-ikev1-aggr-m1", "HMAC_SHA2_256_128", None)
+
+
+def test_algorithm_names_translated():
+    assert status.ike_algorithms("AES_GCM_16_256-HMAC_SHA2_512-DH19") == {
+        "encr-alg": "AES_GCM_16", "encr-keysize": "256", "prf-alg": "PRF_HMAC_SHA2_512",
+        "dh-group": "ECP_256"}
+    assert status.ike_algorithms("3DES_CBC_192-HMAC_SHA1-MODP1536") == {
+        "encr-alg": "3DES_CBC", "prf-alg": "PRF_HMAC_SHA1", "integ-alg": "HMAC_SHA1_96",
+        "dh-group": "MODP_1536"}
+    assert status.esp_algorithms("AES_CBC_256-HMAC_SHA2_384_192; pfsgroup=MODP3072") == {
+        "encr-alg": "AES_CBC", "encr-keysize": "256", "integ-alg": "HMAC_SHA2_384_192",
+        "dh-group": "MODP_3072"}
+    assert status.child_groups((DATA / "v2-rekey.log").read_text()) == {"3": "MODP_2048"}
+
+
+# -- live: pluto against charon ----------------------------------------------------------------
+def _up(tmp_path: Path, data: dict, name: str):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and IKE daemons")
+    lifecycle.down(name)
+    return lifecycle.up(_write(tmp_path, data), name, "netns")
+
+
+@pytest.fixture
+def lab_name():
+    name = f"lsw{os.getpid() % 10000}"
+    yield name
+    lifecycle.down(name)
+    assert get_backend("netns").leftovers(name) == []
+    assert not labstate.lab_dir(name).exists()
+
+
+def _passes(lab, version: str, rekey: bool = True):
+    report = run_check(lab, rekey=rekey)
+    failed = [f for f in report.findings if not f.ok]
+    assert not failed, failed
+    rows = [f for f in report.findings if f.subject.startswith("cgw1 (customer)")]
+    ike = next(f for f in rows if f.check == "IKE_SA established")
+    assert ike.detail.startswith(f"IKEv{version} "), ike.detail
+    return report
+
+
+@pytest.mark.integration
+@pytest.mark.kernel
+def test_default_example_with_libreswan(tmp_path, lab_name):
+    """IKEv2, active: charon initiates, pluto responds; check passes on both ends, libreswan's side
+    read from its own status, PFS from a CHILD_SA rekey on both; where the kernel has no ESP the
+    lab refuses before it builds anything."""
+    data = _libreswan("default.yaml")
+    if detect().name != "kernel":
+        if os.geteuid() != 0:
+            pytest.skip("needs root: network namespaces and IKE daemons")
+        with pytest.raises(LabError, match="libreswan needs the kernel's ESP"):
+            lifecycle.up(_write(tmp_path, data), lab_name, "netns")
+        assert NEEDS_ESP
+        return
+    lab = _up(tmp_path, data, lab_name)
+    report = _passes(lab, "2")
+    pfs = [f for f in report.findings if f.check == "PFS"]
+    assert len(pfs) == 2 and all("MODP_2048 after a CHILD_SA rekey" in f.detail for f in pfs)
+    assert lab.state.pids.get("pluto:cgw1") and "charon:cgw1" not in lab.state.pids
+
+
+def _kernel_only() -> None:
+    if detect().name != "kernel":
+        pytest.skip("libreswan needs the kernel's ESP: `make test-kernel` runs this in the VM "
+                    "guest (test_default_example_with_libreswan checks the refusal here)")
+
+
+@pytest.mark.integration
+@pytest.mark.kernel
+def test_ikev1_main_with_libreswan(tmp_path, lab_name):
+    """IKEv1 Main Mode with PFS in Quick Mode (DH14: libreswan has no DH2)."""
+    _kernel_only()
+    data = _libreswan("ikev1-main.yaml", ike={"dh_group": "DH14", "encryption": "AES-128"},
+                      ipsec={"pfs": "DH14"})
+    data["tunnels"][0]["pre_shared_key"] = "v1-main-libreswan-key"
+    lab = _up(tmp_path, data, lab_name)
+    report = _passes(lab, "1")
+    pfs = [f for f in report.findings if f.check == "PFS"]
+    assert len(pfs) == 2 and all("MODP_2048 in quick mode" in f.detail for f in pfs), pfs
+
+
+@pytest.mark.integration
+@pytest.mark.kernel
+def test_ikev1_aggressive_fqdn_passive_with_libreswan(tmp_path, lab_name):
+    """Aggressive Mode with FQDN IDs, passive: pluto initiates (whack), charon responds."""
+    _kernel_only()
+    lab = _up(tmp_path, _libreswan("ikev1-aggressive-fqdn.yaml"), lab_name)
+    with lab.vici("vpngw") as v:
+        ike = next(sa for sa in v.sas() if sa["name"] == "tunnel-ikev1-aggr")
+    assert (ike.get("initiator", "no"), ike["local-id"], ike["remote-id"]) == \
+        ("no", "vpngw.cloud.example", "cgw.idc.example")
+    _passes(lab, "1")
+
+
+@pytest.mark.integration
+@pytest.mark.kernel
+def test_spd_multi_mapping_with_libreswan(tmp_path, lab_name):
+    """Four SPD mappings, one libreswan conn each, over one IKE SA (DH14: libreswan has no DH24)."""
+    _kernel_only()
+    lab = _up(tmp_path, _libreswan("spd-multi-mapping.yaml", ike={"dh_group": "DH14"}), lab_name)
+    # without the PFS rekeys: libreswan 4.10 answered the rekey of the first mapping's CHILD_SA
+    # (the one IKE_AUTH made) with NO_PROPOSAL_CHOSEN once the other mappings shared its IKE SA
+    report = _passes(lab, "2", rekey=False)
+    installed = [f for f in report.findings
+                 if f.subject.startswith("cgw1 (customer) ") and f.check == "CHILD_SA installed"]
+    assert len(installed) == 4
+    (ike,) = [sa for sa in lab.sas("cgw1") if sa["state"] == "ESTABLISHED"]
+    assert len(ike["child-sas"]) == 4
