@@ -146,6 +146,11 @@ def libreswan_lacks(plan: LabPlan, spec: LabSpec) -> list[str]:
         for c in gw.connections:
             lacks = [*algorithms.unsupported(c.ike_proposal, c.version, ike=True),
                      *algorithms.unsupported(c.esp_proposal, c.version, ike=False)]
+            if any(ch.if_id is not None for ch in c.children):
+                found.append(f"tunnels[{index.get(c.tunnel, '?')}].communication_mode: "
+                             "destination-route (route-based) tunnels do not run on libreswan "
+                             "yet (its IKE_AUTH answer to 0.0.0.0/0 selectors on an XFRM "
+                             "interface was INVALID_SYNTAX): use spd-policy, or strongswan")
             if lacks:
                 found.append(f"tunnels[{index.get(c.tunnel, '?')}] ({c.tunnel}): libreswan "
                              f"{version() or ''} does not implement {', '.join(dict.fromkeys(lacks))} "

@@ -116,6 +116,10 @@ def test_unimplemented_algorithms_are_refused_by_field(tmp_path):
     found = lifecycle.libreswan_lacks(plan, spec)
     assert len(found) == 1 and found[0].startswith("tunnels[0] (tunnel-ikev1-main): libreswan")
     assert "DH2 (MODP1024)" in found[0]
+    spec = load_spec(_write(tmp_path, _libreswan("destination-route-mixed.yaml")))
+    found = lifecycle.libreswan_lacks(build_plan(spec, "lsw", Dataplane("kernel", "test")), spec)
+    assert found == [f for f in found if f.startswith("tunnels[0].communication_mode: destination")]
+    assert len(found) == 1
 
 
 def test_status_read_into_vicis_shape():
@@ -262,3 +266,20 @@ def test_spd_multi_mapping_with_libreswan(tmp_path, lab_name):
     assert len(installed) == 4
     (ike,) = [sa for sa in lab.sas("cgw1") if sa["state"] == "ESTABLISHED"]
     assert len(ike["child-sas"]) == 4
+
+
+@pytest.mark.integration
+@pytest.mark.kernel
+def test_ikev2_passive_libreswan_initiates_and_rekeys(tmp_path, lab_name):
+    """Passive IKEv2: pluto initiates (whack --initiate) and, for the PFS rows, rekeys its CHILD_SA
+    (whack --rekey-ipsec) while charon's events tell when the new SA is there."""
+    _kernel_only()
+    data = _libreswan("default.yaml")
+    data["tunnels"][0]["negotiation_type"] = "passive"
+    lab = _up(tmp_path, data, lab_name)
+    with lab.vici("vpngw") as v:
+        ike = next(sa for sa in v.sas() if sa["name"] == "tunnel-default")
+    assert ike.get("initiator", "no") == "no"
+    report = _passes(lab, "2")
+    pfs = [f for f in report.findings if f.check == "PFS"]
+    assert len(pfs) == 2 and all("MODP_2048 after a CHILD_SA rekey" in f.detail for f in pfs)
