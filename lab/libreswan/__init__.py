@@ -1,8 +1,12 @@
 """libreswan as a customer gateway: pluto per gateway, controlled with its own tools.
 
 - `install`: where the lab's private copy of libreswan lives (scripts/setup unpacks Debian's
-  package there: it conflicts with strongSwan's, so it is never installed);
-- `algorithms`: the lab's proposals in libreswan's `ike=` / `esp=` dialect, and what it lacks;
-- `whack`: pluto's control socket (`whack --ctlsocket`), its status read into the shape VICI
-  gives for strongSwan, so checks judge both implementations alike.
+  package there: it conflicts with strongSwan's, so it is never installed), and where it is not
+  run yet;
+- `algorithms`, `conf`: the lab's proposals, IDs and DPD actions in libreswan's dialect, and
+  what libreswan lacks;
+- `pluto`: starting one pluto per gateway with every path its own;
+- `whack`: its control socket (addconn, `whack --ctlsocket`: load, initiate, rekey, status);
+- `status`: its status read into the shape VICI gives for strongSwan, so checks judge both
+  implementations alike.
 """
