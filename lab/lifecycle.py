@@ -202,7 +202,7 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
         wait_socket(directory / socket, deadline,
                     alive=functools.partial(processes.alive, pid) if pid is not None else _always,
                     daemon="libreswan's pluto" if gw.pluto else "strongSwan",
-                    log=pluto.LOG if gw.pluto else "charon.log")
+                    log=lab.log_path(gw.node).name)
     plutos = sum(gw.pluto for gw in lab.plan.gateways)
     progress(f"{len(lab.plan.gateways) - plutos} strongSwan daemons answering on VICI"
              + (f", {plutos} libreswan pluto(s) on their control sockets" if plutos else ""))

@@ -165,14 +165,11 @@ def rekey_children(lab: Lab, node: str, tunnel: str, children: list[str],
                    timeout: float = patience(15.0)) -> None:
     """Rekey each CHILD_SA once and wait for the new SA (PFS shows only there in IKEv2); a
     libreswan initiator rekeys with whack, and its peer's events tell when it is done."""
-    pluto = lab.plan.gateway(node).pluto
-    listen = lab.plan.cloud_of(tunnel).node if pluto else node
+    whack = lab.whack(node) if lab.plan.gateway(node).pluto else None
+    listen = lab.plan.cloud_of(tunnel).node if whack else node
     with lab.vici(listen) as v, v.events(["child-rekey"]) as next_event:
         for child in children:
-            if pluto:
-                lab.whack(node).rekey_child(child)
-            else:
-                v.rekey_child(child)
+            (whack or v).rekey_child(child)
         pending = set(children)
         deadline = time.monotonic() + timeout
         while pending:

@@ -132,13 +132,18 @@ def _first_host(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _spi_key(spi: str) -> str:
+    """An SPI in hex as both pluto and ip-xfrm may print it (leading zeros or not)."""
+    return spi.lstrip("0") or "0"
+
+
 def _packets(xfrm: str) -> dict[str, int]:
     """SPI (hex, as pluto prints it) -> packets the kernel counted on that XFRM state."""
     out: dict[str, int] = {}
     spi: str | None = None
     for line in xfrm.splitlines():
         if m := re.search(r"proto esp spi 0x([0-9a-f]+)", line):
-            spi = m.group(1).lstrip("0") or "0"
+            spi = _spi_key(m.group(1))
         elif spi and (m := re.search(r"(\d+)\(bytes\), (\d+)\(packets\)", line)):
             out[spi] = int(m.group(2))
             spi = None
@@ -171,18 +176,18 @@ def parse(status: str, xfrm: str, connections: dict[str, str], log: str = "") ->
     packets = _packets(xfrm)
     pfs = child_groups(log)
     ikes: dict[str, Sa] = {}
-    children: list[tuple[str, Sa]] = []
+    children: dict[str, tuple[str, Sa]] = {}  # IPsec SA serial -> (its IKE SA's, the SA)
     for raw in status.splitlines():
         line = raw.removeprefix("000 ").strip()
         if m := _SPIS.match(line):
             serial, conn = m.group(1), m.group(2)
             c = conns.get(conn, _Conn())
-            for _, sa in children:
-                if sa["uniqueid"] == serial:
-                    for spi, dst in _SPI.findall(m.group(3)):
-                        key = "spi-in" if dst == c.local_host else "spi-out"
-                        sa[key] = spi
-                        sa[key.replace("spi", "packets")] = str(packets.get(spi.lstrip("0") or "0", 0))
+            if serial in children:
+                sa = children[serial][1]
+                for spi, dst in _SPI.findall(m.group(3)):
+                    key = "spi-in" if dst == c.local_host else "spi-out"
+                    sa[key] = spi
+                    sa[key.replace("spi", "packets")] = str(packets.get(_spi_key(spi), 0))
             continue
         m = _STATE.match(line)
         if not m:
@@ -209,8 +214,8 @@ def parse(status: str, xfrm: str, connections: dict[str, str], log: str = "") ->
                          "packets-in": "0", "packets-out": "0", "pluto-state": state}
             if serial in pfs:
                 child["dh-group"] = pfs[serial]
-            children.append((parent.group(1) if parent else "", child))
-    for owner, sa in children:
+            children[serial] = (parent.group(1) if parent else "", child)
+    for owner, sa in children.values():
         if owner in ikes:
             ikes[owner]["child-sas"][f"{sa['name']}-{sa['uniqueid']}"] = sa
     return [ikes[k] for k in sorted(ikes, key=int)]
