@@ -1,10 +1,12 @@
-"""The soak's memory judgement on synthetic samples: the schedule it samples on, and the trend
-after the warm-up (flat, growing, noisy, vanished, too short). No lab: pure functions."""
+"""The soak's memory judgement on synthetic samples and on two recorded 45-minute soaks: the
+schedule it samples on, and the trend after the warm-up (flat, growing, noisy, vanished, too
+short, settling). No lab: pure functions."""
 
 from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -60,9 +62,44 @@ def test_schedule_of_no_time_is_one_sample() -> None:
     assert sample_offsets(0.0) == [0.0]
 
 
-def test_warm_up_is_two_minutes_or_three_of_the_longer_rekey_periods() -> None:
+def test_warm_up_is_two_minutes_three_of_the_longer_rekey_periods_or_half_the_soak() -> None:
     assert trend_warm_up([5, 16]) == TREND_WARM_UP  # time scale 0.1: the 2 minutes
     assert trend_warm_up([54, 162]) == 3 * 162  # time scale 1: three CHILD_SA rekeys
+    assert trend_warm_up([5, 16], 2700) == 1350  # a 45-minute soak: its first half
+
+
+RECORDED = Path(__file__).parent / "data" / "soak"
+
+
+@pytest.mark.parametrize("name", ["45min-default-malloc.json", "45min-arena-max-1.json"])
+def test_recorded_soaks_settle_and_pass(name: str) -> None:
+    """Two real soaks (bench.bench_soak, 45 minutes, time scale 0.1; one with charon on
+    MALLOC_ARENA_MAX=1): each charon grows ever more slowly, all of it heap, none of it file
+    pages; judged on their second half they pass, and their growth there is well under what it
+    was right after the two-minute warm-up."""
+    data = json.loads((RECORDED / name).read_text())
+    samples = [(t, rss) for t, rss in data["samples"]]
+    span = samples[-1][0]
+    trend = memory_trend(samples, trend_warm_up([5, 16], span))
+    assert trend.judged and trend.ok, trend.detail()
+    early = {p.name: p for p in memory_trend(
+        [s for s in samples if s[0] <= span / 2], TREND_WARM_UP).processes}
+    for p in trend.processes:
+        if p.name.startswith(("charon", "anon")):
+            assert p.slope_kib_per_hour is not None and early[p.name].slope_kib_per_hour is not None
+            assert p.slope_kib_per_hour < early[p.name].slope_kib_per_hour / 2, p.describe()
+        if p.name.startswith("file"):
+            assert p.slope_kib_per_hour == 0
+
+
+def test_a_leak_still_fails_when_judged_on_the_second_half() -> None:
+    """3 KiB for each of 1000 rekeys an hour, steadily, over 45 minutes: the second half shows
+    the full rate, over the bound."""
+    minutes = 45
+    grows = [11000 + round(3000 * i / 60) for i in range(minutes + 1)]
+    trend = memory_trend(series({"charon a": grows}), trend_warm_up([5, 16], minutes * MINUTE))
+    assert trend.judged and trend.ok is False
+    assert trend.processes[0].slope_kib_per_hour == pytest.approx(3000, rel=0.01)
 
 
 # --- the trend ------------------------------------------------------------------------------
