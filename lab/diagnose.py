@@ -31,6 +31,30 @@ IKEv1 and IKEv2); tests/test_matrix_run.py keeps those lines as fixtures:
                   v1: "no matching CHILD_SA config found for A === B" / "received INVALID_ID_INFORMATION"
   timeout         "giving up after N retransmits" / "peer not responding" with none of the above
 
+libreswan 4.10's pluto (the customer gateway on `implementation: libreswan`; its log lines reach
+the rules as the events of its node, lab/matrix/pluto_peer.py), from the matrix's runs against it
+in the VM guest; tests/test_libreswan_diagnose.py keeps them as fixtures:
+
+  ike proposal    v2: "no local proposal matches remote proposals 1:IKE:..."; v1: "Oakley
+                  Transform [...] refused" / "no acceptable Oakley Transform"
+  ipsec proposal  v2: "no local proposal matches remote proposals 1:ESP:..."; v1: "no acceptable
+                  Proposal in IPsec SA"
+  id              "Peer ID '@x' mismatched on first found connection and no better connection
+                  found" (v2 answers AUTHENTICATION_FAILED, which alone reads as a wrong key; v1
+                  INVALID_ID_INFORMATION, which alone reads as a selector refusal)
+  authentication  v2: "authentication failed: computed hash does not match hash received from
+                  peer"; v1 Main Mode: the peer's ID payload decrypted under the wrong key is
+                  garbage, so pluto's complaint is about its parse: "51044-byte length of ISAKMP
+                  Identification Payload is larger than can fit" (seen), or "probable
+                  authentication failure (mismatch of preshared secrets?)"
+  ike version     "ignoring IKEv1 packet as policy is set to silently drop all IKEv1 packets";
+                  "ISAKMP_v2_IKE_SA_INIT message received on A but no suitable connection found
+                  with IKEv2 policy" (pluto has IKEv1 conns only)
+  exchange mode   "initial Main Mode message received but no connection has been authorized with
+                  authby=PSK and xauth=no" (or Aggressive): pluto answers nothing, the initiator
+                  times out; it is the version that differs when the case's conn pluto loaded
+                  ("added IKEv2 connection") is IKEv2
+
 Nothing here depends on the order of the lines or of the daemons: a rule matches any line of any
 source, and received and configured proposals are compared in every combination within the daemon
 that logged them (strongSwan logs both only when its selection failed). The runner hands over all
@@ -64,9 +88,26 @@ Events = Mapping[str, Sequence[Mapping[str, Any]]]
 _PROPOSALS = re.compile(r"^(received|configured) proposals: (.*)$")
 _DH = re.compile(r"^(MODP_|ECP_|CURVE_|MODP_NONE)")
 
+_PLUTO_MODE = r"initial (Main|Aggressive) Mode message received but no connection has been " \
+    r"authorized with authby=PSK"
+_PLUTO_V2_ONLY = re.compile(r"added IKEv2 connection$")
+_PLUTO_V1 = re.compile(r"added IKEv1 connection$")
+
 # (reason, pattern) in priority order: the daemon that refused names the cause; the notify the
 # other side received is only a fallback.
 RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((reason, re.compile(p)) for reason, p in (
+    # pluto's (libreswan 4.10) own words first: they are the refusing daemon's
+    (VERSION, r"ignoring IKEv1 packet as policy is set to silently drop all IKEv1 packets"),
+    (PROPOSAL_IKE, r"no local proposal matches remote proposals \d+:IKE:|"
+                   r"no acceptable Oakley Transform"),
+    (PROPOSAL_IPSEC, r"no local proposal matches remote proposals \d+:ESP:|"
+                     r"no acceptable Proposal in IPsec SA"),
+    (ID, r"Peer ID '[^']*' mismatched on first found connection and no better connection found"),
+    (VERSION, r"message received on \S+ but no suitable connection found with IKEv2 policy"),
+    (MODE, _PLUTO_MODE),
+    (PSK, r"authentication failed: computed hash does not match hash received from peer|"
+          r"length of ISAKMP Identification Payload is larger than can fit|"
+          r"probable authentication failure \(mismatch of preshared secrets\?\)"),
     (VERSION, r"no IKE config found for \S+, sending NO_PROPOSAL_CHOSEN"),
     (MODE, r"none allows pre-shared key authentication using (Main|Aggressive) Mode"),
     (PSK, r"but MAC mismatched|decryption failed\?|could not decrypt payloads|"
@@ -82,6 +123,9 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((reason, re.compile(p)) f
     (PSK, r"received AUTHENTICATION_FAILED"),  # nothing more specific from the peer
     (TIMEOUT, r"giving up after \d+ retransmits|peer not responding|timed? ?out"),
 ))
+
+
+_GENERIC_IKE = {"received proposals unacceptable", "no proposal found"}
 
 
 def _sources(initiate_log: Iterable[str], events: Events) -> list[list[str]]:
@@ -193,8 +237,13 @@ def classify(initiate_log: Iterable[str], events: Events, failure: str = "",
                 for received, configured in pairs:
                     if pfs_only(received, configured):
                         return PFS, f"received {received}, configured {configured}"
-            if reason == PROPOSAL_IKE and not any(r.startswith("IKE:") for r, _ in pairs):
+            # strongSwan's bare lines say it of IKE only with the IKE proposals it logged
+            if line in _GENERIC_IKE and not any(r.startswith("IKE:") for r, _ in pairs):
                 continue
+            if reason == MODE and pattern.pattern == _PLUTO_MODE and \
+                    any(_PLUTO_V2_ONLY.search(x) for x in lines) and \
+                    not any(_PLUTO_V1.search(x) for x in lines):
+                return VERSION, f"{line} (pluto's conns are IKEv2)"
             if reason == ID and (how := private_id_behind_nat(lines, local_ids)):
                 return NAT_ID, f"{line}; NAT detected, and {how}"
             return reason, line

@@ -168,6 +168,9 @@ class Gateway:
     route_table: list[Route] = field(default_factory=list)
     keep_alive: int | None = None  # NAT-T keepalive interval, s (None: strongSwan's 20 s)
     implementation: Literal["strongswan", "libreswan"] = "strongswan"  # its IKE daemon
+    # IKEv1 accepted: a daemon-wide setting for libreswan 4.10 (config setup ikev1-policy), which
+    # drops IKEv1 by default and reads it only at start-up
+    ikev1: bool = False
 
     @property
     def pluto(self) -> bool:
@@ -385,6 +388,7 @@ class DaemonTuning:
 
     aggressive_psk: bool = True
     retransmit: tuple[float, float, int] | None = (1.0, 1.4, 2)
+    ikev1: bool = True  # IKEv1 accepted whatever the first tunnel's version (libreswan drops it)
 
 
 def nat_router_address(private_ip: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
@@ -596,6 +600,7 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             if tuning is None else tuning.retransmit,
             keep_alive=nat.keepalive if nat is not None else None,
             implementation=t.customer_gateway.implementation,
+            ikev1=customer_conn.version == 1 if tuning is None else tuning.ikev1,
         ))
         # the hosts' routes point at the primary gateway and a site's first customer gateway:
         # tunnels elsewhere are standby paths until a failover moves the routes

@@ -86,8 +86,25 @@ def summary_table(results: Sequence[CaseResult]) -> Table:
     return table
 
 
+def differences_table(results: Sequence[CaseResult]) -> Table | None:
+    """The cloud settings whose outcome depends on the customer's IKE implementation."""
+    rows = mr.implementation_differences(results)
+    if not rows:
+        return None
+    impls = list(dict.fromkeys(i for row in rows for i in row["outcomes"]))
+    table = Table(title=f"{len(rows)} cloud setting(s) where the customer implementations differ")
+    table.add_column("case")
+    for impl in impls:
+        table.add_column(impl)
+    for row in rows:
+        table.add_row(row["case"], *(row["outcomes"].get(i, "-") for i in impls))
+    return table
+
+
 def print_summary(results: Sequence[CaseResult]) -> None:
     out.print(summary_table(results))
+    if (differences := differences_table(results)) is not None:
+        out.print(differences)
     bad = [r for r in results if not r.passed]
     for r in bad[:20]:
         out.print(f"[red]✗[/] {r.id}: expected {r.expect!r}, got {r.outcome!r} — {r.detail[:200]}",
@@ -151,7 +168,9 @@ def matrix(
     matrix_file: Annotated[Path | None, typer.Option("--matrix", help="Matrix file (YAML: strategy, "
                                                      "dimensions, negatives, base).")] = None,
     only: Annotated[list[str] | None, typer.Option(help="Restrict a dimension: dim=v1,v2 "
-                                                        "(repeatable).")] = None,
+                                                        "(repeatable); implementation=strongswan,"
+                                                        "libreswan runs every case against each "
+                                                        "customer implementation.")] = None,
     negatives: Annotated[bool | None, typer.Option("--negatives/--no-negatives",
                                                    help="Add one negative case per failure reason "
                                                         "(default: on, or the matrix file's).",
@@ -200,7 +219,8 @@ def matrix(
     cases, strategy_name = select_cases(strategy, matrix_file, only or [], negatives, shard_text,
                                         chosen_profile,
                                         base.tunnels[0].customer_gateway.behind_nat is not None,
-                                        base.vpn_gateway.generation)
+                                        base.vpn_gateway.generation,
+                                        base.tunnels[0].customer_gateway.implementation)
     if resume is not None and results_path is not None and resume.resolve() != results_path.resolve():
         raise LabError("--resume and --results name different files; --resume appends to its file")
     if resume is not None:
@@ -252,7 +272,7 @@ def matrix(
     duration = time.monotonic() - t0
     by_id = {**done, **{r.id: r for r in new}}
     results = [by_id[c.id] for c in cases if c.id in by_id]
-    executed = [r for r in new if r.outcome != mc.UNSUPPORTED]
+    executed = [r for r in new if r.outcome not in (mc.UNSUPPORTED, mc.UNSUPPORTED_LIBRESWAN)]
     meta = {
         "strategy": strategy_name, "spec": str(spec_path), "profile": chosen_profile,
         "backend": info.backend or chosen,

@@ -126,6 +126,17 @@ def _conns(status: str) -> dict[str, _Conn]:
     return conns
 
 
+def conn_names(status: str) -> set[str]:
+    """The conns pluto has loaded, by `whack --status`."""
+    return set(_conns(status))
+
+
+def states(status: str) -> list[str]:
+    """The serials of every state pluto holds (established or not), by `whack --status`."""
+    return [m.group(1) for raw in status.splitlines()
+            if (m := _STATE.match(raw.removeprefix("000 ").strip()))]
+
+
 def _first_host(text: str) -> str | None:
     """The gateway's address in one end of a conn line (`198.51.100.2[id]`, `<nexthop>`...)."""
     m = _HOST.search(text)

@@ -61,6 +61,11 @@ class Whack:
         if done.returncode != 0:
             raise LabError(f"rekeying {name!r} failed: {(done.stderr or done.stdout).strip()}")
 
+    def delete(self, name: str) -> None:
+        """Unload conn `name` and delete its states (whack --delete); a conn pluto does not
+        have is no error (the caller proves what is left)."""
+        self._whack("--delete", "--name", name)
+
     def text(self, what: str) -> str:
         """One of whack's status reports (`--status`, `--showstates`, `--trafficstatus`)."""
         done = self._whack(what)

@@ -24,11 +24,14 @@ from lab.errors import LabError, read_yaml
 # diagnoser's reasons (TIMEOUT is observed only: no negative case provokes it), and these.
 ESTABLISHED = "established"
 UNSUPPORTED = "unsupported by the strongSwan endpoints"
+# a cloud setting a libreswan customer gateway cannot take: libreswan 4.10 does not implement one
+# of its algorithms (lab.libreswan.algorithms); the runner confirms it by planning the case
+UNSUPPORTED_LIBRESWAN = "unsupported by libreswan"
 ERROR = "error"  # the lab itself failed; never expected
 
 NEGATIVE_REASONS = (PROPOSAL_IKE, PROPOSAL_IPSEC, PFS, VERSION, MODE, PSK, ID, TS)
 NAT_NEGATIVE_REASONS = (*NEGATIVE_REASONS, NAT_ID)  # a base whose customer gateway is behind NAT
-REASONS = (*NAT_NEGATIVE_REASONS, TIMEOUT, UNSUPPORTED)
+REASONS = (*NAT_NEGATIVE_REASONS, TIMEOUT, UNSUPPORTED, UNSUPPORTED_LIBRESWAN)
 _NEG_SLUG = {
     PROPOSAL_IKE: "ike-proposal", PROPOSAL_IPSEC: "ipsec-proposal", PFS: "pfs", VERSION: "version",
     MODE: "mode", PSK: "psk", ID: "id", TS: "ts", NAT_ID: "nat-id",
@@ -36,6 +39,12 @@ _NEG_SLUG = {
 # a negative case's customer change: identify by the private WAN address behind the NAT (the
 # base tunnel's behind_nat.private_ip, filled in where the case is planned)
 PRIVATE_ID = "private_id"
+# the customer side's IKE implementation, a customer deviation of its own: cases run with each
+# one asked for (`across_implementations`), the same cloud settings, to set them side by side
+IMPLEMENTATION = "implementation"
+IMPLEMENTATIONS = ("strongswan", "libreswan")
+DEFAULT_IMPLEMENTATION = "strongswan"
+IMPLEMENTATION_SUFFIX = "--cgw-"  # a non-default implementation's case id: <cloud case id>--cgw-<name>
 
 # Identities used when a case asks for FQDN IDs (address IDs are the gateways' public IPs).
 CLOUD_FQDN = "vpn.cloud.ipsec-lab.test"
@@ -295,12 +304,63 @@ def to_tunnel_fields(case: Case) -> dict[str, Any]:
     if "ipsec_sa_lifetime" in p:
         ipsec["sa_lifetime"] = int(p["ipsec_sa_lifetime"])
     customer = {("swap_selectors" if k == "swap_ts" else k): v for k, v in case.customer.items()
-                if k != PRIVATE_ID}
+                if k not in (PRIVATE_ID, IMPLEMENTATION)}
     return {"ike": ike, "ipsec": ipsec, "customer": customer}
 
 
 def _identity(kind: str, fqdn: str) -> dict[str, str | None]:
     return {"type": "fqdn", "value": fqdn} if kind == "fqdn" else {"type": "address", "value": None}
+
+
+def implementation_of(case: Case) -> str:
+    """The customer gateway's IKE implementation the case runs against."""
+    return str(case.customer.get(IMPLEMENTATION, DEFAULT_IMPLEMENTATION))
+
+
+def libreswan_lacks(params: Mapping[str, str]) -> list[str]:
+    """What of a case's cloud settings libreswan 4.10 does not implement (by the menu's names),
+    from the proposal keywords the plan would give the customer gateway."""
+    from lab.libreswan import algorithms  # libreswan's own view, kept out of the case model
+
+    def keyword(menu: tuple[cat.Option, ...], value: str) -> str:
+        return cat.by_console(menu, value).keyword or value.lower()
+
+    version = 1 if params["ike_version"] == "v1" else 2
+    ike = [keyword(cat.ALL_ENCRYPTION, params["ike_encryption"]),
+           keyword(cat.ALL_DH_GROUPS, params["dh_group"])]
+    esp = [keyword(cat.ALL_ENCRYPTION, params["ipsec_encryption"])]
+    if params["pfs"] != "disable":
+        esp.append(keyword(cat.ALL_DH_GROUPS, params["pfs"]))
+    return list(dict.fromkeys([*algorithms.unsupported("-".join(ike), version, ike=True),
+                               *algorithms.unsupported("-".join(esp), version, ike=False)]))
+
+
+def check_implementations(values: Iterable[str]) -> tuple[str, ...]:
+    """The implementations asked for, in IMPLEMENTATIONS order; LabError naming the allowed."""
+    picked = {str(v).strip().lower() for v in values if str(v).strip()}
+    wrong = sorted(picked - set(IMPLEMENTATIONS))
+    if wrong or not picked:
+        raise LabError(f"matrix dimension {IMPLEMENTATION}: {', '.join(wrong) or 'no value'}; "
+                       f"allowed: {', '.join(IMPLEMENTATIONS)}")
+    return tuple(i for i in IMPLEMENTATIONS if i in picked)
+
+
+def across_implementations(cases: Sequence[Case], implementations: Sequence[str]) -> list[Case]:
+    """Each case once per customer implementation, in that order per case (so shards keep the
+    pairs together). strongSwan's keep their ids; the others' ids end in `--cgw-<name>`, and a
+    cloud setting libreswan lacks is expected to be refused (UNSUPPORTED_LIBRESWAN)."""
+    out: list[Case] = []
+    for case in cases:
+        for impl in implementations:
+            if impl == DEFAULT_IMPLEMENTATION:
+                out.append(case)
+                continue
+            expect = case.expect
+            if expect != UNSUPPORTED and impl == "libreswan" and libreswan_lacks(case.params):
+                expect = UNSUPPORTED_LIBRESWAN
+            out.append(Case(f"{case.id}{IMPLEMENTATION_SUFFIX}{impl}", dict(case.params), case.kind, expect,
+                            {**case.customer, IMPLEMENTATION: impl}))
+    return out
 
 
 # --- dimensions from the command line and matrix files ---------------------------------------
@@ -367,10 +427,12 @@ class MatrixRequest:
     negatives: bool = False
     base: dict[str, str] | None = None
     behind_nat: bool = False  # the base spec's customer gateway is: its negatives add NAT_ID
+    implementations: tuple[str, ...] = (DEFAULT_IMPLEMENTATION,)
 
     def cases(self) -> list[Case]:
-        return generate(self.strategy, self.dimensions, with_negatives=self.negatives, base=self.base,
-                        behind_nat=self.behind_nat)
+        cases = generate(self.strategy, self.dimensions, with_negatives=self.negatives,
+                         base=self.base, behind_nat=self.behind_nat)
+        return across_implementations(cases, self.implementations)
 
 
 def load_matrix_file(path: str | Path, profile: str | None = None,
@@ -394,6 +456,7 @@ def load_matrix_file(path: str | Path, profile: str | None = None,
     if not isinstance(dims_in, dict):
         raise LabError(f"{path}: dimensions must map a dimension to a list of values")
     wanted = {str(k): ([str(x) for x in v] if isinstance(v, list) else str(v)) for k, v in dims_in.items()}
+    impls = wanted.pop(IMPLEMENTATION, None)
     negatives = data.get("negatives", False)
     if not isinstance(negatives, bool):
         raise LabError(f"{path}: negatives must be true or false")
@@ -403,9 +466,14 @@ def load_matrix_file(path: str | Path, profile: str | None = None,
     try:
         dims = restrict(default_dimensions(profile, generation), wanted, profile, generation)
         base_params = _base_params(dims, {str(k): str(v) for k, v in base.items()}) if base else None
+        implementations = check_implementations(
+            impls.split(",") if isinstance(impls, str) else impls) if impls is not None else None
     except LabError as exc:
         raise LabError(f"{path}: {exc}") from None
-    return MatrixRequest(strategy, dims, negatives, base_params)
+    request = MatrixRequest(strategy, dims, negatives, base_params)
+    if implementations:
+        request.implementations = implementations
+    return request
 
 
 # --- strategies ------------------------------------------------------------------------------

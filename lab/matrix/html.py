@@ -15,7 +15,7 @@ from typing import Any
 from markupsafe import Markup
 
 from lab import catalogue as cat
-from lab.matrix.results import CaseResult, redact_all, summary
+from lab.matrix.results import CaseResult, implementation_differences, redact_all, summary
 from lab.render import report_environment
 
 # A cell takes the colour of its most alarming case.
@@ -90,8 +90,11 @@ def render_html(
     data = {
         r.id: {**r.to_dict(), "status": r.status} for r in results
     }
+    differences = implementation_differences(results)
     context = {
         "meta": meta,
+        "differences": differences,
+        "implementations": list(dict.fromkeys(i for d in differences for i in d["outcomes"])),
         "summary": summary(results),
         "columns": [cols[c] for c in col_keys],
         "grid": grid,

@@ -21,7 +21,15 @@ from typing import Any
 
 from lab import state
 from lab.errors import LabError, read_text
-from lab.matrix.cases import ERROR, UNSUPPORTED, Case
+from lab.matrix.cases import (
+    DEFAULT_IMPLEMENTATION,
+    ERROR,
+    IMPLEMENTATION_SUFFIX,
+    UNSUPPORTED,
+    UNSUPPORTED_LIBRESWAN,
+    Case,
+    implementation_of,
+)
 
 MASK = "***"
 
@@ -58,6 +66,7 @@ class CaseResult:
     detail: str = ""
     log: list[str] = field(default_factory=list)
     shard: str | None = None
+    implementation: str = DEFAULT_IMPLEMENTATION  # the customer gateway's IKE implementation
     passed: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,7 +74,8 @@ class CaseResult:
 
     @classmethod
     def of(cls, case: Case, outcome: str, **kwargs: Any) -> CaseResult:
-        return cls(case.id, dict(case.params), case.kind, case.expect, outcome, **kwargs)
+        return cls(case.id, dict(case.params), case.kind, case.expect, outcome,
+                   implementation=implementation_of(case), **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +101,8 @@ class CaseResult:
     def status(self) -> str:
         """For reports: passed-positive, passed-negative, unsupported, failed or error."""
         if self.passed:
-            return "unsupported" if self.expect == UNSUPPORTED else f"passed-{self.kind}"
+            return "unsupported" if self.expect in (UNSUPPORTED, UNSUPPORTED_LIBRESWAN) \
+                else f"passed-{self.kind}"
         return "error" if self.outcome == ERROR else "failed"
 
 
@@ -187,6 +198,22 @@ def merge(paths: Sequence[str | Path]) -> list[CaseResult]:
     return list(merged.values())
 
 
+def implementation_differences(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
+    """The cloud settings run against more than one customer implementation whose outcomes
+    differ: the interop findings that only a second IKE stack shows, in the results' order."""
+    groups: dict[str, dict[str, CaseResult]] = {}
+    for r in results:
+        groups.setdefault(r.id.split(IMPLEMENTATION_SUFFIX)[0], {})[r.implementation] = r
+    out = []
+    for case, by_impl in groups.items():
+        if len(by_impl) > 1 and len({r.outcome for r in by_impl.values()}) > 1:
+            first = next(iter(by_impl.values()))
+            out.append({"case": case, "kind": first.kind, "params": first.params,
+                        "outcomes": {i: r.outcome for i, r in by_impl.items()},
+                        "details": {i: r.detail for i, r in by_impl.items()}})
+    return out
+
+
 def summary(results: Sequence[CaseResult]) -> dict[str, Any]:
     statuses = Counter(r.status for r in results)
     kinds = {
@@ -202,6 +229,8 @@ def summary(results: Sequence[CaseResult]) -> dict[str, Any]:
         "unsupported": statuses["unsupported"],
         "by_kind": kinds,
         "by_outcome": dict(sorted(Counter(r.outcome for r in results).items())),
+        "by_implementation": dict(sorted(Counter(r.implementation for r in results).items())),
+        "implementation_differences": len(implementation_differences(results)),
     }
 
 
@@ -214,7 +243,9 @@ def to_json(results: Sequence[CaseResult], meta: dict[str, Any], secrets: Iterab
     """The full report: meta (strategy, backend, dataplane, started, duration), summary, cases."""
     results = redact_all(results, secrets)
     return json.dumps(
-        {"meta": meta, "summary": summary(results), "cases": [r.to_dict() for r in results]},
+        {"meta": meta, "summary": summary(results),
+         "implementation_differences": implementation_differences(results),
+         "cases": [r.to_dict() for r in results]},
         indent=2, default=str,
     )
 
@@ -252,7 +283,7 @@ def to_junit(
                              time=f"{sum(r.timings.values()) / 1000:.3f}")
         props = ET.SubElement(case, "properties")
         for key, value in [("kind", r.kind), ("expect", r.expect), ("outcome", r.outcome),
-                           *sorted(r.params.items())]:
+                           ("implementation", r.implementation), *sorted(r.params.items())]:
             ET.SubElement(props, "property", name=key, value=_xml(str(value)))
         message = f"expected {r.expect!r}, got {r.outcome!r}"
         if r.status == "failed":
@@ -263,8 +294,8 @@ def to_junit(
             error.text = _xml(r.detail)
         out = []
         if r.status == "unsupported":
-            ET.SubElement(props, "property", name="note", value="refused as expected: " + UNSUPPORTED)
-            out.append(f"unsupported cell, refused as expected ({UNSUPPORTED})")
+            ET.SubElement(props, "property", name="note", value="refused as expected: " + r.expect)
+            out.append(f"unsupported cell, refused as expected ({r.expect})")
         if r.negotiated:
             out.append("negotiated: " + json.dumps(r.negotiated, sort_keys=True))
         if r.detail and r.passed:

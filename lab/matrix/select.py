@@ -13,25 +13,32 @@ from lab.matrix import cases as mc
 def select_cases(strategy: str | None, matrix_file: Path | None, only: Sequence[str],
                  negatives: bool | None, shard_text: str | None,
                  profile: str | None = None, behind_nat: bool = False,
-                 generation: str | None = None) -> tuple[list[mc.Case], str]:
+                 generation: str | None = None,
+                 implementation: str = mc.DEFAULT_IMPLEMENTATION) -> tuple[list[mc.Case], str]:
     """The run's cases in their stable order (shard applied) and the strategy's name; the
     dimensions are the gateway profile's menus (default: Tencent's) in the base spec's gateway
     `generation` (default: the profile's own, classic for Tencent). `behind_nat`: the base
-    spec's customer gateway is behind NAT (its negatives add the NAT identity case)."""
+    spec's customer gateway is behind NAT (its negatives add the NAT identity case).
+    `implementation`: the base spec's customer gateway's, which the cases run against unless
+    `--only implementation=...` (or the matrix file) names others."""
     request = mc.load_matrix_file(matrix_file, profile, generation) if matrix_file else \
         mc.MatrixRequest(dimensions=mc.default_dimensions(profile, generation))
+    if not matrix_file or request.implementations == (mc.DEFAULT_IMPLEMENTATION,):
+        request.implementations = (implementation,)
     if strategy is not None:
         if strategy not in mc.STRATEGIES:
             raise LabError(f"--strategy {strategy!r}; allowed: {', '.join(mc.STRATEGIES)}")
         request.strategy = strategy
-    if only:
-        request.dimensions = mc.restrict(request.dimensions, mc.parse_restrictions(only), profile,
-                                         generation)
+    wanted = mc.parse_restrictions(only) if only else {}
+    if mc.IMPLEMENTATION in wanted:
+        request.implementations = mc.check_implementations(wanted.pop(mc.IMPLEMENTATION))
+    if wanted:
+        request.dimensions = mc.restrict(request.dimensions, wanted, profile, generation)
     if negatives is not None:
         request.negatives = negatives
     elif matrix_file is None:
         request.negatives = True
-    if request.strategy == "ikev2-125" and only:
+    if request.strategy == "ikev2-125" and wanted:
         raise LabError("--only does not apply to --strategy ikev2-125 (a fixed set of 125 cases)")
     request.behind_nat = behind_nat
     cases = request.cases()
