@@ -124,7 +124,8 @@ def test_recorder_listens_through_vici() -> None:
 
             yield next_event
 
-    lab: Any = SimpleNamespace(plan=SimpleNamespace(gateways=[SimpleNamespace(node=n) for n in feeds]),
+    gateways = [SimpleNamespace(node=n, pluto=False) for n in feeds]
+    lab: Any = SimpleNamespace(plan=SimpleNamespace(gateways=gateways),
                                vici=FakeVici)
     with EventRecorder(lab, ["child-rekey", "ike-updown"], details=False) as rec:
         feeds["vpngw"].put(("child-rekey", child_rekey(1)))

@@ -8,5 +8,7 @@
 - `pluto`: starting one pluto per gateway with every path its own;
 - `whack`: its control socket (addconn, `whack --ctlsocket`: load, initiate, rekey, status);
 - `status`: its status read into the shape VICI gives for strongSwan, so checks judge both
-  implementations alike.
+  implementations alike;
+- `events`: its log lines as the events VICI raises for strongSwan (established, rekeyed, peer
+  given up), timed by pluto's own stamps, for the scenarios.
 """

@@ -18,13 +18,15 @@ NEEDS_ESP = ("libreswan needs the kernel's ESP: run it in the VM harness (ipsec-
 
 
 def not_in(spec: LabSpec, where: str) -> None:
-    """Where libreswan customer gateways are not run yet (the matrix, the scenarios): said by
-    field before anything is built, never a VICI error from a daemon that is not charon."""
+    """Where libreswan customer gateways are not run yet (the scenarios that read both ends'
+    VICI events): said by field before anything is built, never a VICI error from a daemon that
+    is not charon."""
     for i, t in enumerate(spec.tunnels):
         if t.customer_gateway.implementation != "strongswan":
-            raise LabError(f"tunnels[{i}].customer_gateway.implementation: {where} drive(s) both "
-                           "ends over VICI; libreswan customer gateways are not there yet (use "
-                           "`ipsec-lab up` and `check`)")
+            raise LabError(f"tunnels[{i}].customer_gateway.implementation: {where} reads both "
+                           "ends' VICI events, which libreswan's pluto has not; a libreswan "
+                           "customer gateway runs in `up`, `check`, `matrix` and the negotiation "
+                           "and DPD scenarios")
 
 
 def tool(name: str) -> str:

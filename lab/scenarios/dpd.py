@@ -43,7 +43,7 @@ def run_dpd(base: str | Path | None = None, *, backend: str = "netns", version: 
                    dpd={"enabled": True, "timeout": timeout, "action": action},
                    negotiation_type="active")
     name = name or lab_name("dpd")
-    with running_lab(spec, name, backend, time_scale, tuning=tuning) as lab:
+    with running_lab(spec, name, backend, time_scale, libreswan=True, tuning=tuning) as lab:
         result = ScenarioResult("dpd", f"IKE{version} DPD {timeout}s {action}", lab.state.backend,
                                 lab.state.dataplane, time_scale)
         _experiment(lab, result, action, after_restore)
@@ -106,10 +106,7 @@ def _experiment(lab: Lab, result: ScenarioResult, action: str,
                 # on either gateway, no SA on either at the end of the period
                 up = rec.wait_for(lambda e: e.kind in ("ike-updown", "child-updown") and e.up
                                   and e.time >= t_restore, timeout=quiet)
-                leftover = {}
-                for gw in (cloud, customer):
-                    with lab.vici(gw.node) as v:
-                        leftover[gw.side] = len(v.sas())
+                leftover = {gw.side: len(lab.sas(gw.node)) for gw in (cloud, customer)}
                 result.verdict(f"disconnect leaves the tunnel down after the path came back "
                                f"({quiet:.0f} s watched)", up is None and not any(leftover.values()),
                                f"{up.node} brought {up.kind[:-7]} up {up.time - t_restore:.1f} s after "
@@ -145,8 +142,7 @@ def _experiment(lab: Lab, result: ScenarioResult, action: str,
 
 
 def _action_verdict(lab: Lab, result: ScenarioResult, action: str, node: str) -> None:
-    with lab.vici(node) as v:
-        states = [sa.get("state") for sa in v.sas()]
+    states = [sa.get("state") for sa in lab.sas(node)]
     if action == "retry":
         result.verdict("retry: the cloud gateway re-initiates after declaring the peer dead",
                        any(s in ("CONNECTING", "ESTABLISHED") for s in states),
@@ -171,7 +167,7 @@ def run_dpd_off(base: str | Path | None = None, *, backend: str = "netns", versi
     spec = variant(base, ike={"version": version, "exchange_mode": "main"},
                    dpd={"enabled": False, "timeout": timeout}, negotiation_type="active")
     name = name or lab_name("dpd")
-    with running_lab(spec, name, backend, time_scale) as lab:
+    with running_lab(spec, name, backend, time_scale, libreswan=True) as lab:
         hold = 2 * max(2, round(timeout * time_scale))  # the plan's scaling of the DPD timeout
         result = ScenarioResult("dpd", f"IKE{version} DPD off (cut held {hold} s = 2 x the "
                                 f"{timeout} s timeout{' scaled' if time_scale != 1 else ''})",
@@ -183,8 +179,7 @@ def run_dpd_off(base: str | Path | None = None, *, backend: str = "netns", versi
 def _established(lab: Lab) -> dict[str, list[str]]:
     ids: dict[str, list[str]] = {}
     for gw in lab.plan.gateways:
-        with lab.vici(gw.node) as v:
-            ids[gw.side] = sorted(f"{sa['uniqueid']}:{sa.get('state')}" for sa in v.sas())
+        ids[gw.side] = sorted(f"{sa['uniqueid']}:{sa.get('state')}" for sa in lab.sas(gw.node))
     return ids
 
 

@@ -1,4 +1,4 @@
-"""Recording what the daemons say happened, with times: VICI events from every gateway."""
+"""Recording what the daemons say happened, with times: VICI events from every strongSwan gateway."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.libreswan import events as pluto_events
 from lab.running import Lab
 from lab.timing import patience
 
@@ -40,8 +41,11 @@ class EventRecorder:
         self.events: list[Event] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # a charon's VICI events; a libreswan pluto raises none, its log file is read instead
+        # (lab.libreswan.events: its lines' own time stamps are the events' times)
         self._ready = threading.Barrier(len(lab.plan.gateways) + 1)
-        self._threads = [threading.Thread(target=self._listen, args=(gw.node,), daemon=True)
+        self._threads = [threading.Thread(target=self._tail if gw.pluto else self._listen,
+                                          args=(gw.node,), daemon=True)
                          for gw in lab.plan.gateways]
 
     def __enter__(self) -> EventRecorder:
@@ -62,6 +66,31 @@ class EventRecorder:
                 got = next_event(time.monotonic() + 0.2)
                 if got is not None:
                     self._record(node, *got)
+
+    def _tail(self, node: str) -> None:
+        """pluto's log lines from now on as events, the IKE_SA named after the lab's connection
+        (pluto's conns are its mappings)."""
+        tunnel = {ch.name: c.name for c in self.lab.plan.gateway(node).connections
+                  for ch in c.children}
+        with self.lab.log_path(node).open("rb") as log:
+            log.seek(0, 2)
+            self._ready.wait(timeout=patience(10))
+            pending = b""
+            while not self._stop.is_set():
+                chunk = log.read()
+                if not chunk:
+                    time.sleep(0.05)  # pluto's log is polled: it has no event stream
+                    continue
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    event = pluto_events.parse_line(raw.decode(errors="replace"))
+                    if event is not None and event.kind in self.kinds:
+                        with self._lock:
+                            self.events.append(Event(
+                                event.time, node, sys.intern(event.kind), event.up,
+                                sys.intern(tunnel.get(event.conn, event.conn)),
+                                {"pluto": event.message} if self.details else {}))
 
     def _record(self, node: str, kind: str, msg: dict[str, Any]) -> None:
         """One VICI event of `node` into `events`: one Event per IKE_SA it names (a log
