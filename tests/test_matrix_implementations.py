@@ -118,3 +118,19 @@ def test_results_of_older_runs_read_as_strongswan() -> None:
     data = _result("x", "strongswan", mc.ESTABLISHED).to_dict()
     del data["implementation"]
     assert CaseResult.from_dict(data).implementation == "strongswan"
+
+
+def test_the_users_own_customer_config_takes_no_implementation_dimension(tmp_path: Path) -> None:
+    """With --customer-config the customer side is the user's file: refused by option, before a
+    lab is built."""
+    from typer.testing import CliRunner
+
+    from lab.cli import app
+
+    config = tmp_path / "swanctl.conf"
+    config.write_text("connections {}\n")
+    result = CliRunner().invoke(app, ["matrix", "--customer-config", str(config), "--only",
+                                      "implementation=libreswan", "--strategy", "sweep"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, LabError)
+    assert "implementation dimension does not apply" in str(result.exception)

@@ -205,6 +205,10 @@ def matrix(
         # the base spec's menus: its profile and gateway generation, as for the lab's own side
         cases, _ = select_cases(strategy, matrix_file, only or [], False, shard_text,
                                 chosen_profile, False, base.vpn_gateway.generation)
+        if any(mc.implementation_of(c) != mc.DEFAULT_IMPLEMENTATION for c in cases):
+            raise LabError("--customer-config: the customer side is your own config, so the "
+                           "implementation dimension does not apply (drop --only "
+                           "implementation=...)")
         customer_matrix(cases[:limit] if limit is not None else cases, spec_path, customer_config,
                         customer_secrets, customer_strongswan_conf, choose_backend(backend)[0].name,
                         name, json_path)
