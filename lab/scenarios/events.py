@@ -1,4 +1,5 @@
-"""Recording what the daemons say happened, with times: VICI events from every strongSwan gateway."""
+"""Recording what the daemons say happened, with times: VICI events from every strongSwan gateway,
+pluto's log lines (lab.libreswan.events) from a libreswan one."""
 
 from __future__ import annotations
 
