@@ -249,6 +249,8 @@ def _field(conn: CustomerConnection, key: str, child: CustomerChild | None = Non
         if child is not None:
             path += f".children.{child.name}"
         return f"{path}.{swan}"
+    if conn.dialect == "libreswan":  # libreswan's own keywords for the same settings
+        key = {"keyexchange": "ikev2", "lifetime": "salifetime"}.get(key, key)
     where = conn.where.get(key)
     if where is None:
         return f"conn {conn.name}: {key}= (not set)"
@@ -315,6 +317,8 @@ def _version(out: _Collector, at: str, t: Tunnel, conn: CustomerConnection) -> N
     cloud = 1 if t.ike.version == "v1" else 2
     field = _field(conn, "keyexchange")
     want = f"keyexchange=ikev{cloud}" if conn.kind == "ipsec.conf" else f"version = {cloud}"
+    if conn.dialect == "libreswan":
+        want = f"ikev2={'yes' if cloud == 2 else 'no'}"
     if conn.version == 0:
         initiates = _initiates(t, conn)
         if cloud == 1:
@@ -336,7 +340,7 @@ def _version(out: _Collector, at: str, t: Tunnel, conn: CustomerConnection) -> N
                     f"your side uses IKEv1 {mine} mode; the cloud tunnel uses {theirs} mode",
                     f"aggressive = {'yes' if cloud_aggr else 'no'}, or change the cloud tunnel's "
                     f"exchange mode to {mine}")
-        elif cloud_aggr and t.negotiation_type != "passive":
+        elif cloud_aggr and t.negotiation_type != "passive" and conn.dialect != "libreswan":
             out.add("warning", "exchange-mode", f"{at}.ike.exchange_mode", "strongswan.conf",
                     "IKEv1 aggressive mode with a PSK: a strongSwan responder refuses it unless "
                     "strongswan.conf allows it (the cloud initiates this tunnel)",
@@ -580,7 +584,14 @@ def _dpd(out: _Collector, at: str, t: Tunnel, conn: CustomerConnection) -> None:
         out.add("info", "dpd", f"{at}.dpd.timeout", _field(conn, "dpdtimeout"),
                 f"your DPD timeout is {conn.dpd_timeout}s; the cloud's is {t.dpd.timeout}s: each "
                 "side declares the other dead on its own schedule")
-    if cloud_version == "v2" and ipsec and "dpdtimeout" in conn.where:
+    if cloud_version == "v2" and conn.dialect == "libreswan":
+        if t.dpd.enabled and conn.dpd_timeout and conn.dpd_timeout != t.dpd.timeout:
+            out.add("info", "dpd", f"{at}.dpd.timeout", _field(conn, "retransmit-timeout"),
+                    f"your side gives up on an unanswered IKEv2 liveness probe after "
+                    f"{conn.dpd_timeout}s (retransmit-timeout; libreswan's IKEv2 has no "
+                    f"dpdtimeout); the cloud's DPD timeout is {t.dpd.timeout}s",
+                    f"retransmit-timeout={t.dpd.timeout}s")
+    elif cloud_version == "v2" and ipsec and "dpdtimeout" in conn.where:
         out.add("info", "dpd", f"{at}.dpd.timeout", _field(conn, "dpdtimeout"),
                 "dpdtimeout has no effect with IKEv2 (strongSwan gives up after its retransmit "
                 "schedule, charon.retransmit_*)")

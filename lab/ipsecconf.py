@@ -93,6 +93,9 @@ class CustomerConnection:
     psk: SecretStr | None = field(default=None, repr=False)
     psk_from: str | None = None  # which secret matched (never the key)
     where: dict[str, str] = field(default_factory=dict)
+    # whose ipsec.conf: strongSwan's, or libreswan's (lab.libreswan.userconf), whose keywords
+    # differ (ikev2=, salifetime=, retransmit-timeout=)
+    dialect: Literal["strongswan", "libreswan"] = "strongswan"
 
     def at(self, key: str) -> str:
         """The user's own name for a setting, with where it is written."""
@@ -112,6 +115,7 @@ class CustomerConfig:
     setup: dict[str, str] = field(default_factory=dict)
     secrets_checked: bool = False
     notes: list[str] = field(default_factory=list)
+    dialect: Literal["strongswan", "libreswan"] = "strongswan"
 
     def connection(self, name: str) -> CustomerConnection:
         return next(c for c in self.connections if c.name == name)
@@ -521,9 +525,14 @@ def _swanctl_connection(name: str, c: dict[str, Any], source: str) -> CustomerCo
 
 
 def load_customer_config(path: str | Path, secrets_path: str | Path | None = None) -> CustomerConfig:
-    """Read a customer's ipsec.conf or swanctl.conf (detected from the content)."""
+    """Read a customer's ipsec.conf (strongSwan's or libreswan's) or swanctl.conf (detected from
+    the content)."""
     path = Path(path)
     text = read_text(path, "the customer configuration")
+    from lab.libreswan import userconf  # libreswan's reader (it builds on this module)
+
+    if userconf.looks_like_libreswan(text):  # read by libreswan's own parser
+        return userconf.load(path, Path(secrets_path) if secrets_path is not None else None)
     secrets = None
     if secrets_path is not None:
         sp = Path(secrets_path)

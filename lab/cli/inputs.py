@@ -142,14 +142,16 @@ def export_command(
 
 def advise_command(
     spec: Annotated[Path, typer.Argument(help="Tunnel spec (YAML).", show_default=False)],
-    customer_config: Annotated[Path, typer.Option(help="The customer's ipsec.conf or swanctl.conf.")],
+    customer_config: Annotated[Path, typer.Option(help="The customer's ipsec.conf (strongSwan's "
+                                                       "or libreswan's) or swanctl.conf.")],
     secrets: Annotated[Path | None, typer.Option(help="ipsec.secrets (to compare the pre-shared "
                                                       "key; never printed).")] = None,
     tunnel: Annotated[str | None, typer.Option(help="Tunnel name (when the spec has several).")
                       ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Compare a customer's strongSwan configuration with the cloud tunnel, before anything runs."""
+    """Compare a customer's strongSwan or libreswan configuration with the cloud tunnel, before
+    anything runs."""
     loaded = load_spec(spec)
     config = load_customer_config(customer_config, secrets)
     index, _ = pick_tunnel(loaded, tunnel)

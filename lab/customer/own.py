@@ -47,6 +47,7 @@ from lab.customer.translate import merge_strongswan_conf, settings_text, transla
 from lab.errors import LabError, read_text
 from lab.files import write_private
 from lab.ipsecconf import swanctl_view
+from lab.libreswan.userconf import looks_like_libreswan
 from lab.negotiation import lab_config, mechanism, start_trigger
 from lab.plan import CustomerPlacement
 from lab.spec import LabSpec
@@ -107,6 +108,12 @@ class OwnConfig:
              strongswan_conf: str | Path | None = None) -> OwnConfig:
         path = Path(config)
         text = _read(path, "--customer-config")
+        if looks_like_libreswan(text):
+            raise LabError(f"--customer-config: {path} is a libreswan ipsec.conf; the lab does "
+                           "not run a user's own libreswan config yet. `ipsec-lab advise SPEC "
+                           f"--customer-config {path}` compares it with the cloud tunnel (read "
+                           "by libreswan's own parser), and customer_gateway.implementation: "
+                           "libreswan runs the lab's own libreswan config")
         run = cls("swanctl.conf" if ic.looks_like_swanctl(text) else "ipsec.conf",
                   str(path.resolve()), str(Path(secrets).resolve()) if secrets else None,
                   str(Path(strongswan_conf).resolve()) if strongswan_conf else None)

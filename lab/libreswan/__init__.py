@@ -10,5 +10,6 @@
 - `status`: its status read into the shape VICI gives for strongSwan, so checks judge both
   implementations alike;
 - `events`: its log lines as the events VICI raises for strongSwan (established, rekeyed, peer
-  given up), timed by pluto's own stamps, for the scenarios.
+  given up), timed by pluto's own stamps, for the scenarios;
+- `userconf`: a user's own libreswan ipsec.conf, read by libreswan's parser, for `advise`.
 """
