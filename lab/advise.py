@@ -505,6 +505,13 @@ def _proposal_advice(out: _Collector, kind: str, cloud: CloudProposal, offered: 
                      written: str | None, v1: bool, v2: bool, cloud_field: str, field: str,
                      conn: CustomerConnection, t: Tunnel) -> None:
     esp = kind == "esp"
+    if conn.dialect == "libreswan" and not written:
+        # libreswan's own default list is not strongSwan's: not compared, said so
+        out.add("warning", f"{kind}-proposal", cloud_field, field,
+                f"{kind}= is not set, so libreswan proposes and accepts its own default list, "
+                "which this advice does not compare with the cloud's",
+                f"{kind}={cloud.text()}")
+        return
     parsed = expand(offered, kind)
     results = [_matches(p, cloud, esp, v2) for p in parsed]
     setting = ("esp" if esp else "ike") if conn.kind == "ipsec.conf" else \

@@ -149,3 +149,17 @@ def test_running_a_users_libreswan_config_is_refused_clearly(tmp_path: Path) -> 
     with pytest.raises(LabError, match="is a libreswan ipsec.conf; the lab does not run a user's "
                                        "own libreswan config yet.*ipsec-lab advise"):
         OwnConfig.load(conf, secrets)
+
+
+def test_proposals_left_to_libreswans_defaults_are_not_compared_as_strongswans(
+        tmp_path: Path) -> None:
+    _needs_libreswan()
+    bare = "\n".join(line for line in MAIN.splitlines()
+                     if not line.strip().startswith(("ike=", "esp=")))
+    conf, secrets = _write(tmp_path, bare + "\n", MAPPING)
+    items = advise(load_spec(EXAMPLES / "default.yaml"), load_customer_config(conf, secrets))
+    found = {a.topic: a for a in items if a.topic.endswith("-proposal")}
+    assert found["ike-proposal"].severity == found["esp-proposal"].severity == "warning"
+    assert "libreswan proposes and accepts its own default list" in found["ike-proposal"].message
+    assert found["ike-proposal"].fix == "ike=aes128-sha256-modp2048"
+    assert "strongSwan" not in found["esp-proposal"].message
