@@ -525,14 +525,10 @@ def _swanctl_connection(name: str, c: dict[str, Any], source: str) -> CustomerCo
 
 
 def load_customer_config(path: str | Path, secrets_path: str | Path | None = None) -> CustomerConfig:
-    """Read a customer's ipsec.conf (strongSwan's or libreswan's) or swanctl.conf (detected from
-    the content)."""
+    """Read a customer's strongSwan ipsec.conf or swanctl.conf (detected from the content); a
+    libreswan ipsec.conf is lab.libreswan.userconf's (`advise` tells them apart)."""
     path = Path(path)
     text = read_text(path, "the customer configuration")
-    from lab.libreswan import userconf  # libreswan's reader (it builds on this module)
-
-    if userconf.looks_like_libreswan(text):  # read by libreswan's own parser
-        return userconf.load(path, Path(secrets_path) if secrets_path is not None else None)
     secrets = None
     if secrets_path is not None:
         sp = Path(secrets_path)

@@ -12,7 +12,6 @@ from lab.advise import advise
 from lab.customer import OwnConfig
 from lab.dataplane import Dataplane
 from lab.errors import LabError
-from lab.ipsecconf import load_customer_config
 from lab.libreswan import userconf
 from lab.plan import build_plan
 from lab.render import render_gateway
@@ -79,7 +78,7 @@ def test_the_dialect_is_told_apart() -> None:
 def test_a_matching_config_across_include_default_and_also_has_no_errors(tmp_path: Path) -> None:
     _needs_libreswan()
     conf, secrets = _write(tmp_path, MAIN, MAPPING)
-    config = load_customer_config(conf, secrets)
+    config = userconf.load(conf, secrets)
     assert config.dialect == "libreswan" and [c.name for c in config.connections] == ["cloud-m1"]
     conn = config.connections[0]
     # %default, also= and include as libreswan resolved them; pfs=yes takes the IKE group
@@ -96,7 +95,7 @@ def test_mismatches_are_named_in_libreswans_own_keywords(tmp_path: Path) -> None
     _needs_libreswan()
     wrong = MAIN.replace("ikev2=yes", "ikev2=no").replace("retransmit-timeout=30s", "")
     conf, secrets = _write(tmp_path, wrong, MAPPING, secret="not-the-key")
-    items = advise(load_spec(EXAMPLES / "default.yaml"), load_customer_config(conf, secrets))
+    items = advise(load_spec(EXAMPLES / "default.yaml"), userconf.load(conf, secrets))
     version = next(a for a in items if a.topic == "ike-version")
     assert version.severity == "error" and version.customer_field.startswith("conn cloud-m1: ikev2=")
     assert version.fix is not None and version.fix.startswith("ikev2=yes")
@@ -107,7 +106,7 @@ def test_mismatches_are_named_in_libreswans_own_keywords(tmp_path: Path) -> None
 def test_the_ikev2_dpd_timeout_is_libreswans_retransmit_timeout(tmp_path: Path) -> None:
     _needs_libreswan()
     conf, secrets = _write(tmp_path, MAIN.replace("retransmit-timeout=30s", ""), MAPPING)
-    items = advise(load_spec(EXAMPLES / "default.yaml"), load_customer_config(conf, secrets))
+    items = advise(load_spec(EXAMPLES / "default.yaml"), userconf.load(conf, secrets))
     dpd = next(a for a in items if a.topic == "dpd")
     assert "after 60s (retransmit-timeout" in dpd.message and dpd.fix == "retransmit-timeout=30s"
 
@@ -116,7 +115,7 @@ def test_leftsubnets_give_one_child_per_pair(tmp_path: Path) -> None:
     _needs_libreswan()
     many = MAPPING.replace("leftsubnet=192.168.1.0/24", "leftsubnets={192.168.1.0/24 192.168.2.0/24}")
     conf, _ = _write(tmp_path, MAIN, many)
-    (conn,) = load_customer_config(conf).connections
+    (conn,) = userconf.load(conf).connections
     assert [(c.name, c.local_ts, c.remote_ts) for c in conn.children] == [
         ("cloud-m1/0x0", ["192.168.1.0/24"], ["10.0.1.0/24"]),
         ("cloud-m1/1x0", ["192.168.2.0/24"], ["10.0.1.0/24"])]
@@ -126,7 +125,7 @@ def test_libreswan_refuses_a_bad_file_in_its_own_words(tmp_path: Path) -> None:
     _needs_libreswan()
     conf, _ = _write(tmp_path, MAIN + "    bogus-key=1\n", MAPPING)
     with pytest.raises(LabError, match=r"libreswan's parser refused it: .*syntax error"):
-        load_customer_config(conf)
+        userconf.load(conf)
 
 
 def test_the_labs_own_libreswan_config_advises_clean(tmp_path: Path) -> None:
@@ -138,7 +137,7 @@ def test_the_labs_own_libreswan_config_advises_clean(tmp_path: Path) -> None:
     files = render_gateway(plan, plan.gateways[1], str(tmp_path))
     for name in ("ipsec.conf", "ipsec.secrets"):
         (tmp_path / name).write_text(files[name])
-    config = load_customer_config(tmp_path / "ipsec.conf", tmp_path / "ipsec.secrets")
+    config = userconf.load(tmp_path / "ipsec.conf", tmp_path / "ipsec.secrets")
     assert config.dialect == "libreswan"
     errors = [a for a in advise(spec, config) if a.severity == "error"]
     assert not errors, errors
@@ -157,9 +156,29 @@ def test_proposals_left_to_libreswans_defaults_are_not_compared_as_strongswans(
     bare = "\n".join(line for line in MAIN.splitlines()
                      if not line.strip().startswith(("ike=", "esp=")))
     conf, secrets = _write(tmp_path, bare + "\n", MAPPING)
-    items = advise(load_spec(EXAMPLES / "default.yaml"), load_customer_config(conf, secrets))
+    items = advise(load_spec(EXAMPLES / "default.yaml"), userconf.load(conf, secrets))
     found = {a.topic: a for a in items if a.topic.endswith("-proposal")}
     assert found["ike-proposal"].severity == found["esp-proposal"].severity == "warning"
     assert "libreswan proposes and accepts its own default list" in found["ike-proposal"].message
     assert found["ike-proposal"].fix == "ike=aes128-sha256-modp2048"
     assert "strongSwan" not in found["esp-proposal"].message
+
+
+def test_advise_on_the_command_line_tells_the_dialects_apart(tmp_path: Path) -> None:
+    _needs_libreswan()
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from lab.cli.inputs import register
+
+    app = typer.Typer()
+    register(app)
+    conf, secrets = _write(tmp_path, MAIN.replace("ikev2=yes", "ikev2=no"), MAPPING)
+    result = CliRunner().invoke(app, ["advise", str(EXAMPLES / "default.yaml"), "--customer-config",
+                                      str(conf), "--secrets", str(secrets), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert any(a["fix"] and a["fix"].startswith("ikev2=yes") for a in report["advice"])
+    assert any("read by libreswan's own parser" in str(n) for n in report["notes"])

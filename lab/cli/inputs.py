@@ -21,6 +21,7 @@ from lab.customer.addresses import place
 from lab.errors import LabError, read_text, read_yaml
 from lab.files import write_private
 from lab.ipsecconf import load_customer_config
+from lab.libreswan import userconf
 from lab.spec import load_spec
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -153,7 +154,10 @@ def advise_command(
     """Compare a customer's strongSwan or libreswan configuration with the cloud tunnel, before
     anything runs."""
     loaded = load_spec(spec)
-    config = load_customer_config(customer_config, secrets)
+    if userconf.looks_like_libreswan(read_text(customer_config, "--customer-config")):
+        config = userconf.load(customer_config, secrets)  # libreswan's parser reads it
+    else:
+        config = load_customer_config(customer_config, secrets)
     index, _ = pick_tunnel(loaded, tunnel)
     try:  # the config's real addresses stand for the spec's, as `up --customer-config` runs them
         found = place(loaded, config, str(customer_config), index)
