@@ -327,9 +327,11 @@ def nat_traversal(lab: Lab, report: CheckReport, tunnel: str, wire: dict[str, An
             continue
         seen[gw.node] = ike
         flag = "nat-remote" if gw is cloud else "nat-local"
+        what = "its peer is behind NAT" if gw is cloud else "it is behind NAT"
+        if gw.pluto:  # pluto says NAT traversal is in use, not which end is behind the NAT
+            flag, what = "nat-any", "NAT traversal in use; pluto does not say which end"
         ports = f"IKE on UDP {ike.get('local-port')}->{ike.get('remote-port')}"
         ok = ike.get(flag) == "yes" and ike.get("local-port") == ike.get("remote-port") == "4500"
-        what = "its peer is behind NAT" if gw is cloud else "it is behind NAT"
         report.add(tunnel, f"{gw.node} ({gw.side})", "control", "NAT detected", ok,
                    f"{flag}={ike.get(flag) or 'no'} ({what}), {ports}" +
                    ("" if gw is cloud else f", its own address {ike.get('local-host')}"))

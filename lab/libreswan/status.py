@@ -121,6 +121,8 @@ def _conns(status: str) -> dict[str, _Conn]:
             c.local_host, c.remote_host = _first_host(lhost), _first_host(rhost)
         if m2 := re.match(r"(IKE|IKEv1|IKEv2|ESP) algorithm newest: (.*)$", body):
             c.lines[f"{m2.group(1)[:3]} newest"] = m2.group(2).strip()
+        if m2 := re.match(r"policy: ([^;]+);", body):
+            c.lines["policy"] = m2.group(1)
         if m2 := re.search(r"our id=([^;]+); their idtype: \w+; their id=([^;]+)", body):
             c.lines["our id"], c.lines["their id"] = m2.group(1).strip(), m2.group(2).strip()
     return conns
@@ -161,6 +163,18 @@ def _packets(xfrm: str) -> dict[str, int]:
     return out
 
 
+def _encapsulated(xfrm: str) -> set[str]:
+    """SPIs (as `_spi_key` keys them) whose XFRM state wraps ESP in UDP (NAT traversal)."""
+    out: set[str] = set()
+    spi: str | None = None
+    for line in xfrm.splitlines():
+        if m := re.search(r"proto esp spi 0x([0-9a-f]+)", line):
+            spi = _spi_key(m.group(1))
+        elif spi and "encap type espinudp" in line:
+            out.add(spi)
+    return out
+
+
 _INSTALLED = re.compile(r'^.*?"[^"]+"(?:\[\d+\])? #(\d+): .*\{ESP[^}]*\bxfrm=([A-Za-z0-9_-]+)')
 
 
@@ -185,6 +199,7 @@ def parse(status: str, xfrm: str, connections: dict[str, str], log: str = "") ->
     `log` (pluto's) adds each IPsec SA's PFS group."""
     conns = _conns(status)
     packets = _packets(xfrm)
+    in_udp = _encapsulated(xfrm)
     pfs = child_groups(log)
     ikes: dict[str, Sa] = {}
     children: dict[str, tuple[str, Sa]] = {}  # IPsec SA serial -> (its IKE SA's, the SA)
@@ -199,6 +214,8 @@ def parse(status: str, xfrm: str, connections: dict[str, str], log: str = "") ->
                     key = "spi-in" if dst == c.local_host else "spi-out"
                     sa[key] = spi
                     sa[key.replace("spi", "packets")] = str(packets.get(_spi_key(spi), 0))
+                    if _spi_key(spi) in in_udp:
+                        sa["encap"] = "yes"
             continue
         m = _STATE.match(line)
         if not m:
@@ -225,8 +242,23 @@ def parse(status: str, xfrm: str, connections: dict[str, str], log: str = "") ->
                          "packets-in": "0", "packets-out": "0", "pluto-state": state}
             if serial in pfs:
                 child["dh-group"] = pfs[serial]
+            elif state.startswith("STATE_QUICK") and "+PFS" in f"+{c.lines.get('policy', '')}" \
+                    and "pfsgroup=<Phase1>" in c.lines.get("ESP newest", ""):
+                child["dh-group"] = "<Phase1>"  # IKEv1 PFS in the ISAKMP SA's group: set below
             children[serial] = (parent.group(1) if parent else "", child)
     for owner, sa in children.values():
+        if sa.get("dh-group") == "<Phase1>":
+            group = ikes.get(owner, {}).get("dh-group")
+            if group:
+                sa["dh-group"] = group
+            else:
+                del sa["dh-group"]
         if owner in ikes:
             ikes[owner]["child-sas"][f"{sa['name']}-{sa['uniqueid']}"] = sa
+    for ike in ikes.values():
+        # NAT traversal in use (VICI's nat-any): IKE on 4500 and ESP in UDP. pluto's status does
+        # not say which end is behind the NAT (VICI's nat-local / nat-remote)
+        if ike["remote-port"] == "4500" and any(ch.get("encap") == "yes"
+                                                for ch in ike["child-sas"].values()):
+            ike["nat-any"] = "yes"
     return [ikes[k] for k in sorted(ikes, key=int)]
