@@ -413,6 +413,9 @@ class CustomerPlacement:
     private_ip: ipaddress.IPv4Address | None = None  # private WAN: behind the lab's NAT router
     cloud_ip: ipaddress.IPv4Address | None = None  # the cloud gateway the config names
     tunnel: int = 0  # which tunnel's addresses they are (a lab: the first; `advise --tunnel`)
+    # a default route on the gateway's WAN, as a real gateway has one: libreswan resolves
+    # left=%defaultroute (and leftnexthop=) from it, and finds no address without one
+    default_route: bool = False
 
     def as_placed(self, spec: LabSpec) -> LabSpec:
         """`spec` with the first tunnel's addresses where the user's config puts them. Not
@@ -543,6 +546,12 @@ def build_plan(spec: LabSpec, name: str, dataplane: Dataplane,
             cgw.routes += [Route(Cidr(f"{o}/32"), via=router_ip) for o in public_ips if o != cgw_addr]
             links.append(Link(router.name, NAT_INSIDE, cgw.name, WAN))
             local_addr = nat.private_ip
+        if i == 1 and placement.default_route:
+            # behind NAT its router; on the simulated internet (a bridge, no router) the cloud
+            # gateway's on-link address stands for the ISP's next hop. Nothing leaves by it in
+            # clear: the gateway's firewall drops what would leave its WAN unencrypted
+            cgw.routes.append(Route(Cidr("0.0.0.0/0"), via=cloud_ip if nat is None else
+                                    nat_router_address(nat.private_ip)))
 
         selectors = spec.selectors(t)
         customer_routes: list[Route] = []

@@ -43,13 +43,15 @@ class ConfigAddresses:
     def real(self) -> bool:
         return any((self.customer_ip, self.private_ip, self.cloud_ip))
 
-    def placement(self, own_daemon_settings: bool = False) -> CustomerPlacement:
+    def placement(self, own_daemon_settings: bool = False,
+                  default_route: bool = False) -> CustomerPlacement:
         address = _ipv4(self.public_ip) if self.public_ip and not (
             self.customer_ip or self.private_ip) else None
         return CustomerPlacement(address=address, own_daemon_settings=own_daemon_settings,
                                  customer_ip=_ipv4(self.customer_ip),
                                  private_ip=_ipv4(self.private_ip),
-                                 cloud_ip=_ipv4(self.cloud_ip), tunnel=self.tunnel)
+                                 cloud_ip=_ipv4(self.cloud_ip), tunnel=self.tunnel,
+                                 default_route=default_route)
 
 
 def place(spec: LabSpec, view: ic.CustomerConfig, origin: str, tunnel: int = 0) -> ConfigAddresses:
