@@ -48,6 +48,7 @@ def main() -> None:
         print(f"  {'PASS' if v.ok else 'FAIL'} {v.name}: {v.detail}")
     print_trend(r.metrics["memory_trend"])
     keys = ("child_rekeys", "ike_rekeys", "sent", "lost_outside_rekeys", "lost_in_rekeys",
+            "lost_outside_rekeys_by_minute",
             "rss_kib_start", "rss_kib_end", "ike_sas_at_end", "memory_trend", "rss_kib_samples")
     print(json.dumps({k: r.metrics.get(k) for k in keys}, indent=2))
 

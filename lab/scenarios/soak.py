@@ -253,16 +253,22 @@ def _experiment(lab: Lab, result: ScenarioResult, seconds: float) -> None:
         return any(e.time + WINDOW[0] <= ts <= e.time + WINDOW[1] for e in rekeys)
 
     outside = inside = 0
+    by_minute: dict[int, int] = {}  # when the losses outside rekeys were: a burst or spread
     for d in flow.directions:
         for seq in d.lost:
             if near_rekey(d.sent[seq]):
                 inside += 1
             else:
                 outside += 1
+                minute = int((d.sent[seq] - flow.started) // 60)
+                by_minute[minute] = by_minute.get(minute, 0) + 1
     sent = sum(len(d.sent) for d in flow.directions)
-    result.metrics.update({"sent": sent, "lost_outside_rekeys": outside, "lost_in_rekeys": inside})
+    result.metrics.update({"sent": sent, "lost_outside_rekeys": outside, "lost_in_rekeys": inside,
+                           "lost_outside_rekeys_by_minute": dict(sorted(by_minute.items()))})
     result.verdict("nothing lost outside the rekeys", outside == 0,
                    f"{outside} of {sent} packets lost outside the rekeys' windows, {inside} inside"
+                   + (f" (outside, by minute of the run: {dict(sorted(by_minute.items()))})"
+                      if by_minute else "")
                    + (f"; the captures missed {flow.capture_drops} packets (full buffer)"
                       if flow.capture_drops else ""))
     result.metrics["ike_sas_deleted_after_rekey_collisions"] = collisions
