@@ -298,6 +298,7 @@ def advise(spec: LabSpec, customer: CustomerConfig, tunnel_name: str | None = No
     conns = _relevant(customer, gw_ip, cloud_local)
     for conn in conns:
         _version(out, at, t, conn)
+        _ikev1_policy(out, at, t, customer, conn)
         _auth(out, at, conn)
         _addresses(out, at, gw_ip, cgw_ip, t, conn)
         _identities(out, at, t, conn, cloud_local, cloud_peer, cgw_ip)
@@ -348,6 +349,21 @@ def _version(out: _Collector, at: str, t: Tunnel, conn: CustomerConnection) -> N
     elif conn.aggressive:
         out.add("info", "exchange-mode", f"{at}.ike.exchange_mode", _field(conn, "aggressive"),
                 "aggressive=yes has no effect with IKEv2")
+
+
+def _ikev1_policy(out: _Collector, at: str, t: Tunnel, config: CustomerConfig,
+                  conn: CustomerConnection) -> None:
+    """libreswan 4.10 drops every IKEv1 packet unless `config setup` accepts IKEv1 (its
+    ikev1-policy= defaults to drop): an IKEv1 conn alone is not enough."""
+    if conn.dialect != "libreswan" or conn.version != 1 or t.ike.version != "v1":
+        return
+    policy = config.setup.get("ikev1-policy", "")
+    if policy != "accept":
+        out.add("error", "ike-version", f"{at}.ike.version", "config setup: ikev1-policy="
+                + (f" ({policy})" if policy else " (not set)"),
+                "libreswan drops IKEv1 packets unless config setup has ikev1-policy=accept "
+                "(its default is drop), so this IKEv1 conn never negotiates",
+                "ikev1-policy=accept in config setup (pluto reads it at start-up only)")
 
 
 def _auth(out: _Collector, at: str, conn: CustomerConnection) -> None:

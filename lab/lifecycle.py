@@ -18,14 +18,14 @@ from lab import processes
 from lab import state as labstate
 from lab.backends import Backend, Progress, choose_backend, get_backend
 from lab.control import wait_socket
-from lab.customer import GeneratedCustomer
+from lab.customer import LIBRESWAN_KIND, GeneratedCustomer
 from lab.customer import restore as restore_customer
 from lab.dataplane import Dataplane, detect
 from lab.errors import LabError
 from lab.files import write_private
 from lab.libreswan import algorithms, pluto
 from lab.libreswan.install import NEEDS_ESP, tool, version
-from lab.plan import DaemonTuning, LabPlan, build_plan, check_lab_name
+from lab.plan import DaemonTuning, Gateway, LabPlan, build_plan, check_lab_name
 from lab.render import GATEWAY_NFT, render_gateway, render_nat
 from lab.routing import install_route_tables
 from lab.running import CustomerSide, Lab
@@ -123,15 +123,16 @@ def refuse_libreswan(plan: LabPlan, spec: LabSpec, backend: Backend,
     if plan.dataplane.name != "kernel":
         raise LabError(f"{', '.join(plutos)}: {NEEDS_ESP} (this host's dataplane is "
                        f"{plan.dataplane.name}: {plan.dataplane.reason})")
-    if customer.kind != "generated":
+    if customer.kind not in ("generated", LIBRESWAN_KIND):
         raise LabError("customer_gateway.implementation: libreswan runs the lab's own "
-                       "generated config; a user's own config (--customer-config) runs on "
-                       "strongSwan")
+                       "generated config or a user's own libreswan ipsec.conf; a strongSwan "
+                       "config (--customer-config) runs on strongSwan")
     if backend.name != "netns":
         raise LabError(f"the {backend.name} backend does not run libreswan customer gateways "
                        "yet: use the netns backend (--backend netns)")
     tool("pluto")  # unpacked? (scripts/setup), said before anything is built
-    missing = libreswan_lacks(plan, spec)
+    # the lab's own config only: a user's is what it is, and pluto's refusal is the finding
+    missing = libreswan_lacks(plan, spec) if customer.kind == "generated" else []
     if missing:
         raise LabError("cannot run this lab with libreswan:\n"
                        + "\n".join(f"  - {m}" for m in missing))
@@ -190,12 +191,15 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
         for filename, text in {**files, GATEWAY_NFT: firewall}.items():
             write_private(directory / filename, text)
         apply_firewall(lab, gw.node)
+        if _deferred(lab, gw):
+            continue  # started by the customer side, once the cloud is loaded
         if gw.pluto:
             lab.backend.start_pluto(lab.state, gw.node)
         else:
             lab.backend.start_daemon(lab.state, gw.node)
     deadline = time.monotonic() + DAEMON_START_TIMEOUT
-    for gw in lab.plan.gateways:
+    started = [gw for gw in lab.plan.gateways if not _deferred(lab, gw)]
+    for gw in started:
         directory = lab.backend.host_dir(lab.state.name, gw.node)
         daemon, socket = ("pluto", pluto.CTL) if gw.pluto else ("charon", "charon.vici")
         pid = lab.state.pids.get(f"{daemon}:{gw.node}")
@@ -203,11 +207,15 @@ def start_daemons(lab: Lab, progress: Progress) -> None:
                     alive=functools.partial(processes.alive, pid) if pid is not None else _always,
                     daemon="libreswan's pluto" if gw.pluto else "strongSwan",
                     log=lab.log_path(gw.node).name)
-    plutos = sum(gw.pluto for gw in lab.plan.gateways)
-    progress(f"{len(lab.plan.gateways) - plutos} strongSwan daemons answering on VICI"
+    plutos = sum(gw.pluto for gw in started)
+    progress(f"{len(started) - plutos} strongSwan daemons answering on VICI"
              + (f", {plutos} libreswan pluto(s) on their control sockets" if plutos else ""))
     if routes := install_route_tables(lab):
         progress(f"{routes} route-table entries installed on the cloud gateway(s)")
+
+
+def _deferred(lab: Lab, gw: Gateway) -> bool:
+    return gw.side == "customer" and lab.customer.starts_its_daemon
 
 
 def _always() -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from lab.control import Vici
 from lab.errors import LabError
@@ -30,6 +30,9 @@ class CustomerSide(Protocol):
 
     kind: str  # "generated" (the lab's own), "swanctl.conf" or "ipsec.conf" (the user's)
     notes: list[str]  # what the lab made of the user's files (empty for the lab's own)
+    # True: `establish` starts the customer gateway's daemon itself, after the cloud is loaded
+    # (pluto initiates a user's auto=start conns as it starts, so the cloud must be ready)
+    starts_its_daemon: ClassVar[bool]
 
     def describe(self) -> str:
         """One line for reports: what runs on the customer gateway and how it was loaded."""

@@ -143,10 +143,10 @@ def test_the_labs_own_libreswan_config_advises_clean(tmp_path: Path) -> None:
     assert not errors, errors
 
 
-def test_running_a_users_libreswan_config_is_refused_clearly(tmp_path: Path) -> None:
+def test_strongswans_loader_leaves_a_libreswan_file_to_pluto(tmp_path: Path) -> None:
     conf, secrets = _write(tmp_path, MAIN, MAPPING)
-    with pytest.raises(LabError, match="is a libreswan ipsec.conf; the lab does not run a user's "
-                                       "own libreswan config yet.*ipsec-lab advise"):
+    with pytest.raises(LabError, match="is a libreswan ipsec.conf, which runs on libreswan's "
+                                       "pluto"):
         OwnConfig.load(conf, secrets)
 
 

@@ -94,8 +94,8 @@ class NetnsBackend(Backend):
         directory = self.host_dir(state.name, node)
         pluto.init_nss(directory)
         out = open(directory / "pluto.stdout", "w")  # noqa: SIM115 - handed to the child
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-        proc = netlink.popen(self.netns_path(state, node), pluto.argv(directory), env=env,
+        proc = netlink.popen(self.netns_path(state, node), pluto.argv(directory),
+                             env=pluto.environment(),
                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                              start_new_session=True)
         out.close()

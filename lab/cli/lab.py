@@ -11,7 +11,7 @@ from lab import lifecycle, liveness
 from lab import state as labstate
 from lab.check import run_check
 from lab.cli.console import out, progress
-from lab.customer import OwnConfig
+from lab.customer import load_own
 from lab.dataplane import Dataplane, detect
 from lab.errors import LabError
 from lab.plan import build_plan
@@ -82,7 +82,7 @@ def up(
     """Bring a lab up: namespaces or containers, strongSwan daemons, tunnels."""
     customer = None
     if customer_config is not None:
-        customer = OwnConfig.load(customer_config, customer_secrets, customer_strongswan_conf)
+        customer = load_own(customer_config, customer_secrets, customer_strongswan_conf)
     elif customer_secrets or customer_strongswan_conf:
         raise LabError("--customer-secrets/--customer-strongswan-conf need --customer-config")
     lab = lifecycle.up(spec, name, backend, progress=progress, customer=customer)

@@ -35,7 +35,7 @@ from rich.table import Table
 from lab import profiles
 from lab.backends import choose_backend
 from lab.cli.console import err, out, progress
-from lab.customer import OwnConfig
+from lab.customer import load_own
 from lab.errors import LabError
 from lab.matrix import cases as mc
 from lab.matrix import results as mr
@@ -120,9 +120,9 @@ def customer_matrix(cases: list[mc.Case], spec: Path | None, config: Path, secre
     and if not why"; exit 0 when every case interoperates."""
     from lab.matrix.customer import run_matrix  # at run time: see the module docstring
 
-    OwnConfig.load(config, secrets, strongswan_conf)  # fail early on an unreadable config
+    load_own(config, secrets, strongswan_conf)  # fail early on an unreadable config
     rows = run_matrix(cases, spec or DEFAULT_SPEC,
-                      lambda: OwnConfig.load(config, secrets, strongswan_conf), backend,
+                      lambda: load_own(config, secrets, strongswan_conf), backend,
                       name or "mxcust", lambda m: progress(m, highlight=False))
     table = Table(title=f"matrix: your {config} against {len(rows)} cloud setting(s)")
     for column in ("case", "cloud", "interoperates", "why / advice"):

@@ -4,7 +4,7 @@ settings mirrored (plus the spec's deliberate `customer:` deviations)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from lab import verify as vf
 from lab.errors import LabError
@@ -23,6 +23,7 @@ class GeneratedCustomer:
     plan names them."""
 
     kind = "generated"
+    starts_its_daemon: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.notes: list[str] = []

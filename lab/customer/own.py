@@ -34,7 +34,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vici.exception import CommandException
 
@@ -82,6 +82,7 @@ class OwnConfig:
     """The user's configuration on the customer gateway of one lab, and what the lab made of it."""
 
     kind: str  # swanctl.conf | ipsec.conf
+    starts_its_daemon: ClassVar[bool] = False  # charon is started with the others
     config_path: str
     secrets_path: str | None = None
     strongswan_conf_path: str | None = None
@@ -107,13 +108,10 @@ class OwnConfig:
     def load(cls, config: str | Path, secrets: str | Path | None = None,
              strongswan_conf: str | Path | None = None) -> OwnConfig:
         path = Path(config)
-        text = _read(path, "--customer-config")
+        text = read_user_file(path, "--customer-config")
         if looks_like_libreswan(text):
-            raise LabError(f"--customer-config: {path} is a libreswan ipsec.conf; the lab does "
-                           "not run a user's own libreswan config yet. `ipsec-lab advise SPEC "
-                           f"--customer-config {path}` compares it with the cloud tunnel (read "
-                           "by libreswan's own parser), and customer_gateway.implementation: "
-                           "libreswan runs the lab's own libreswan config")
+            raise LabError(f"--customer-config: {path} is a libreswan ipsec.conf, which runs on "
+                           "libreswan's pluto (lab.customer.load_own), not on strongSwan")
         run = cls("swanctl.conf" if ic.looks_like_swanctl(text) else "ipsec.conf",
                   str(path.resolve()), str(Path(secrets).resolve()) if secrets else None,
                   str(Path(strongswan_conf).resolve()) if strongswan_conf else None)
@@ -126,7 +124,7 @@ class OwnConfig:
             run.view = swanctl_view(run.tree, str(path))
             if secrets is not None:
                 sp = Path(secrets)
-                parsed = ic.parse_secrets(_read(sp, "--customer-secrets"), str(sp), sp.parent)
+                parsed = ic.parse_secrets(read_user_file(sp, "--customer-secrets"), str(sp), sp.parent)
                 ic.attach_secrets(run.view, parsed)
                 run.notes.append(f"{sp}: ipsec.secrets given with a swanctl.conf: used for the "
                                  "static advice only (swanctl.conf's own secrets are loaded)")
@@ -134,7 +132,7 @@ class OwnConfig:
             parsed = None
             if secrets is not None:
                 sp = Path(secrets)
-                secrets_text = _read(sp, "--customer-secrets")
+                secrets_text = read_user_file(sp, "--customer-secrets")
                 parsed = ic.parse_secrets(secrets_text, str(sp), sp.parent)
                 run.files["ipsec.secrets"] = secrets_text
             (run.tree, notes), judged = starter_checked(
@@ -148,7 +146,7 @@ class OwnConfig:
             run.view = ic.parse_ipsec_conf(text, str(path), path.parent, parsed)
         if strongswan_conf is not None:
             sp = Path(strongswan_conf)
-            ss_text = _read(sp, "--customer-strongswan-conf")
+            ss_text = read_user_file(sp, "--customer-strongswan-conf")
             run.files["your-strongswan.conf"] = ss_text
             run.strongswan_text, notes = merge_strongswan_conf(parse(ss_text, str(sp), sp.parent),
                                                                str(sp))
@@ -282,14 +280,14 @@ class OwnConfig:
                 try:
                     v.session.load_shared(secret)
                 except CommandException as exc:
-                    self.attempts.append(_attempt(cust.node, secret["id"], False,
-                                                  f"strongSwan refused secret {secret['id']}: {exc}"))
+                    self.attempts.append(attempt(cust.node, secret["id"], False,
+                                                 f"strongSwan refused secret {secret['id']}: {exc}"))
             for cname, conn in config.get("connections", {}).items():
                 try:
                     v.session.load_conn({cname: conn})
                 except CommandException as exc:
-                    self.attempts.append(_attempt(cust.node, cname, False,
-                                                  f"strongSwan refused your connection {cname}: {exc}"))
+                    self.attempts.append(attempt(cust.node, cname, False,
+                                                 f"strongSwan refused your connection {cname}: {exc}"))
         progress(f"cloud tunnel and your {self.kind} loaded over VICI")
         lab.state.negotiation[tunnel.name] = (
             mechanism(tunnel.negotiation_type, lab.plan.dataplane.trap_policies)
@@ -301,10 +299,10 @@ class OwnConfig:
             conn = cloud.connections[0]
             self._initiate(lab, cloud.node, [(tunnel.name, ch.name) for ch in conn.children])
         if tunnel.negotiation_type == "passive" and not starts:
-            self.attempts.append(_attempt(cust.node, "-", False,
-                                          "the cloud tunnel is passive and none of your children "
-                                          "initiates (start_action/auto): nobody starts the "
-                                          "negotiation"))
+            self.attempts.append(attempt(cust.node, "-", False,
+                                         "the cloud tunnel is passive and none of your children "
+                                         "initiates (start_action/auto): nobody starts the "
+                                         "negotiation"))
         if starts:
             pending = self._not_installed(lab, cust.node, config, starts)
             # the cloud initiated: the customer installs its CHILD_SAs just after the cloud did
@@ -318,10 +316,14 @@ class OwnConfig:
                                       "initiated once by the lab at start-up, standing in for the "
                                       "first packet")
                 self._initiate(lab, cust.node, [(c, ch) for c, ch, _ in pending])
+        self._settle(lab, tunnel.name, progress)
+
+    def _settle(self, lab: Lab, tunnel: str, progress: Progress) -> None:
+        """Say how the initiations went and keep them for `check` (in the lab state)."""
         ok = [a for a in self.attempts if a["ok"]]
-        progress(f"tunnel {tunnel.name}: {len(ok)} of {len(self.attempts)} initiation(s) "
-                 "succeeded" if self.attempts else f"tunnel {tunnel.name}: waiting "
-                 "(nothing initiates at start-up)")
+        progress(f"tunnel {tunnel}: {len(ok)} of {len(self.attempts)} initiation(s) succeeded"
+                 if self.attempts else f"tunnel {tunnel}: waiting (nothing initiates at "
+                 "start-up)")
         lab.state.save()
         self.save(lab.state.dir)
 
@@ -330,9 +332,9 @@ class OwnConfig:
             for ike, child in children:
                 try:
                     log = v.initiate(child, ike, INITIATE_TIMEOUT)
-                    self.attempts.append(_attempt(node, f"{ike}/{child}", True, "installed", log))
+                    self.attempts.append(attempt(node, f"{ike}/{child}", True, "installed", log))
                 except InitiateFailed as exc:
-                    self.attempts.append(_attempt(node, f"{ike}/{child}", False, str(exc), exc.log))
+                    self.attempts.append(attempt(node, f"{ike}/{child}", False, str(exc), exc.log))
                     if find_ike(v.sas(), ike) is None:
                         break  # no IKE_SA: the other children would fail the same way
 
@@ -357,10 +359,10 @@ class OwnConfig:
                                 addresses=self.addresses(lab))
 
 
-def _attempt(node: str, what: str, ok: bool, message: str, log: list[str] | None = None) -> dict:
+def attempt(node: str, what: str, ok: bool, message: str, log: list[str] | None = None) -> dict:
     return {"node": node, "child": what, "ok": ok, "message": message, "log": (log or [])[-40:]}
 
 
-def _read(path: Path, option: str) -> str:
+def read_user_file(path: Path, option: str) -> str:
     """A file the user named with `option`: unreadable or not UTF-8 is a LabError naming it."""
     return read_text(path, "the file", f"{option} {path}")

@@ -115,8 +115,7 @@ def _settled(lab: Lab, cloud: str, cust: str,
     """Both daemons' SAs once every mapping's CHILD_SA is on both ends, or after SETTLE."""
     deadline = time.monotonic() + SETTLE
     while True:
-        with lab.vici(cloud) as a, lab.vici(cust) as b:
-            sas = {cloud: a.sas(), cust: b.sas()}
+        sas = {cloud: lab.sas(cloud), cust: lab.sas(cust)}  # charon or pluto alike
         have = {node: {(tuple(ch.get("local-ts", [])), tuple(ch.get("remote-ts", [])))
                        for _, ch in vf.installed(s)} for node, s in sas.items()}
         done = all(((str(v),), (str(i),)) in have[cloud] and ((str(i),), (str(v),)) in have[cust]

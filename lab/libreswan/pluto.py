@@ -8,11 +8,12 @@ refuses to start without one.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.libreswan.install import tool
+from lab.libreswan.install import PREFIX, tool
 from lab.timing import patience
 
 CTL = "pluto.ctl"  # its control socket, in the run directory (whack --ctlsocket)
@@ -48,3 +49,11 @@ def argv(directory: Path) -> list[str]:
             "--secretsfile", str(directory / "ipsec.secrets"), "--rundir", str(directory),
             "--ipsecdir", str(directory), "--nssdir", str(directory / "nss"),
             "--dumpdir", str(directory), "--logfile", str(directory / LOG), "--no-dnssec"]
+
+
+def environment() -> dict[str, str]:
+    """pluto's environment: libreswan's own `ipsec` command first on PATH, since a conn without
+    leftupdown= runs `ipsec _updown` (libreswan's default, a user's config relies on it) and
+    that must be libreswan's script (it runs /usr/libexec/ipsec/_updown, bound as above)."""
+    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    return {"PATH": f"{PREFIX / 'usr' / 'sbin'}:{path}"}

@@ -107,6 +107,21 @@ def _raw_setting(text: str, conn: str, key: str, seen: frozenset[str] = frozense
     return found
 
 
+def _raw_setup(text: str, key: str) -> str | None:
+    """`key=` as written in `config setup` (the last one), for the enumerated settings
+    readwriteconf prints without their value (ikev1-policy=)."""
+    found, inside = None, False
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if m := _SECTION.match(line):
+            inside = m.group(1) == "config"
+        elif inside and line[:1] in (" ", "\t") and "=" in line:
+            k, _, v = line.strip().partition("=")
+            if k.strip() == key:
+                found = v.strip().strip('"')
+    return found
+
+
 def _with_includes(path: Path, depth: int = 0) -> str:
     """The file's text followed by that of the files it includes (as `_raw_setting` reads it)."""
     text = read_text(path, "the customer configuration")
@@ -206,12 +221,14 @@ def load(path: Path, secrets_path: Path | None = None) -> CustomerConfig:
     """The conns pluto would load (auto= other than ignore) as the advice's CustomerConfig."""
     conns, notes = read_conns(path)  # libreswan refuses a bad file first
     text = _with_includes(path)
-    conns.pop("%setup", None)
+    setup = conns.pop("%setup", {})
+    for key in [k for k, v in setup.items() if not v]:  # printed without its value
+        setup[key] = _raw_setup(text, key) or ""
     loaded = {n: c for n, c in conns.items() if c.get("auto", "ignore") not in ("ignore", "")}
     config = CustomerConfig(str(path), "ipsec.conf",
                             [_connection(n, c, text) for n, c in loaded.items()],
                             ignored=sorted(set(conns) - set(loaded)), notes=notes,
-                            dialect="libreswan")
+                            setup=setup, dialect="libreswan")
     config.notes.append(f"{path}: a libreswan ipsec.conf, read by libreswan's own parser "
                         "(readwriteconf: include, %default and also= resolved as pluto does)")
     if secrets_path is not None:
