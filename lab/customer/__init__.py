@@ -30,7 +30,7 @@ def restore(state_dir: Path) -> CustomerSide:
     """The customer side a running lab was brought up with (`attach`)."""
     own = OwnConfig.restore(state_dir)
     if own is not None and own.kind == LIBRESWAN_KIND:
-        return OwnLibreswan.restore(state_dir) or own
+        return OwnLibreswan(**own.to_state())  # the same saved fields, run on pluto
     return own or GeneratedCustomer()
 
 

@@ -127,7 +127,8 @@ class OwnLibreswan(OwnConfig):
         missing = self._loaded(lab, cust.node, [c.name for c in self.view.connections])
         for name in missing:
             self.attempts.append(attempt(cust.node, name, False,
-                                         f"libreswan refused your conn {name}: {self._said(lab)}"))
+                                         f"libreswan refused your conn {name}: "
+                                         f"{self._said(lab, cust.node)}"))
         starts = [n for n, a in actions.items() if a == "start" and n not in missing]
         routes = [n for n, a in actions.items() if a == "trap" and n not in missing]
         progress(f"cloud tunnel loaded over VICI; pluto loaded your libreswan ipsec.conf itself "
@@ -198,9 +199,8 @@ class OwnLibreswan(OwnConfig):
             time.sleep(0.1)
 
     @staticmethod
-    def _said(lab: Lab) -> str:
+    def _said(lab: Lab, node: str) -> str:
         """What addconn (pluto's child: its output is pluto's) said, last lines."""
-        node = lab.plan.customer_of(lab.spec.tunnels[0].name).node
         try:
             text = (lab.backend.host_dir(lab.state.name, node) / "pluto.stdout").read_text(
                 errors="replace")
